@@ -1,0 +1,62 @@
+"""The Flask application factory: everything the API needs is built here, nothing at import time."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from api.auth import owner_of_request
+from api.errors import register_error_handlers
+from api.metrics import Metrics
+from api.routes import docs, health, jobs, models
+from api.services import EXTENSION, Services, WorkerProbe, services
+from api.waiter import CompletionWaiter
+from shared.celery_app import make_celery
+from shared.registry import Registry
+from shared.settings import Settings
+from shared.store import JobStore, connect
+
+PROTECTED_PREFIXES = ("/v1/", "/v2/")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Return the API app built from the settings (read from the environment when not given)."""
+    settings = settings or Settings()
+    app = Flask(__name__)
+    # Werkzeug refuses a longer body from its Content-Length before reading any of it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    client = connect(settings)
+    registry = Registry(settings.registry_path)
+    registry.refresh()
+    celery = make_celery(settings)
+    app.extensions[EXTENSION] = Services(
+        settings=settings,
+        store=JobStore(client, settings.retention_s),
+        registry=registry,
+        celery=celery,
+        waiter=CompletionWaiter(connect(settings, blocking=True)),
+        metrics=Metrics(client, settings.queue_name),
+        workers=WorkerProbe(celery),
+    )
+    for blueprint in (jobs.bp, models.bp, health.bp, docs.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    app.before_request(_authenticate)
+    app.after_request(_observe)
+    return app
+
+
+def _authenticate() -> None:
+    g.started = time.perf_counter()
+    if request.path.startswith(PROTECTED_PREFIXES):
+        g.owner = owner_of_request(services().settings.api_key_hashes)
+
+
+def _observe(response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics = services().metrics
+    metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+    if "started" in g:
+        metrics.latency.labels(route).observe(time.perf_counter() - g.started)
+    return response

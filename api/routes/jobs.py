@@ -1,0 +1,204 @@
+"""Job routes: submit, poll (with long-poll), cancel, list and stream outputs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, request
+
+from api.auth import current_owner
+from api.responses import json_response
+from api.services import Services, services
+from api.submit import idempotency, submit_job
+from api.validation import parse_json, parse_submit, validate_records
+from api.views import job_urls, job_view
+from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
+from shared.store import CANCELED, STATUSES, SUCCEEDED, JobRecord, is_job_id
+
+bp = Blueprint("jobs", __name__)
+
+_WAIT_RE = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 500
+
+
+def _requested_wait(svc: Services) -> float | None:
+    """Return the seconds the client asked to wait, from ?wait= or Prefer: wait=, capped."""
+    raw = request.args.get("wait")
+    if raw is not None:
+        try:
+            wanted = float(raw)
+        except ValueError:
+            raise InvalidInput(
+                "wait must be a number of seconds.", [{"field": "wait", "reason": "not a number"}]
+            ) from None
+        if not 0 <= wanted < float("inf"):
+            raise InvalidInput(
+                "wait must be 0 or more seconds.", [{"field": "wait", "reason": "out of range"}]
+            )
+        return min(wanted, svc.settings.max_wait_s)
+    match = _WAIT_RE.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), svc.settings.max_wait_s) if match else None
+
+
+def _owned(svc: Services, job_id: str) -> JobRecord:
+    record = svc.store.get(job_id) if is_job_id(job_id) else None
+    if record is None or record.owner != current_owner():
+        raise UnknownJob("No job with this id exists for this API key.")
+    return record
+
+
+def _with_outputs(svc: Services, record: JobRecord) -> dict[str, Any]:
+    outputs = None
+    if record.status == SUCCEEDED and record.total <= svc.settings.inline_limit:
+        outputs = [o for chunk in svc.store.output_chunks(record.id, record.chunks) for o in chunk]
+    return job_view(record, outputs)
+
+
+def _answer(svc: Services, job_id: str, wait: float | None, accepted_status: int) -> Response:
+    record = _owned(svc, job_id)
+    headers = {}
+    if wait is not None:
+        if not record.terminal and wait > 0:
+            svc.waiter.wait(job_id, wait, lambda: svc.store.get(job_id) is None or _ended(svc, job_id))
+            record = _owned(svc, job_id)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    status = 200 if record.terminal else accepted_status
+    if accepted_status == 202:
+        headers["Location"] = job_urls(job_id)["get"]
+    return json_response(_with_outputs(svc, record), status, headers)
+
+
+def _ended(svc: Services, job_id: str) -> bool:
+    status = svc.store.client.hget(f"job:{job_id}", "status")
+    return status is None or status not in ("queued", "running")
+
+
+@bp.post("/v1/models/<name>/jobs")
+def submit(name: str) -> Response:
+    """Validate a job's inputs against the model's schema and queue it."""
+    svc = services()
+    manifest = svc.registry.get(name)  # raises unknown_model before the body is read
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send the inputs as application/json.")
+    wait = _requested_wait(svc)
+    raw = request.get_data(cache=False)
+    body = parse_submit(parse_json(raw))
+    if body.version:
+        manifest = svc.registry.get(name, body.version)
+    rows = validate_records(manifest, body.inputs, svc.settings.max_records)
+    idem = idempotency(request.headers.get("Idempotency-Key"), name, raw)
+    job_id, _ = submit_job(svc, current_owner(), manifest, rows, body.deadline_s, idem)
+    return _answer(svc, job_id, wait, 202)
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """Return a job, holding the answer while it runs when asked to wait."""
+    svc = services()
+    return _answer(svc, job_id, _requested_wait(svc), 200)
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued or running job."""
+    svc = services()
+    record = _owned(svc, job_id)
+    outcome = svc.store.end(job_id, CANCELED, "canceled", "The job was canceled by its owner.")
+    if outcome != "ended":
+        raise Conflict(
+            f"The job has already ended as {record.status if outcome == 'missing' else outcome}.",
+            [{"field": "status", "reason": outcome}],
+        )
+    return json_response(_with_outputs(svc, _owned(svc, job_id)))
+
+
+@bp.get("/v1/jobs")
+def list_jobs() -> Response:
+    """List this key's jobs, newest first, filtered by status and model."""
+    svc = services()
+    status = request.args.get("status") or None
+    model = request.args.get("model") or None
+    cursor = request.args.get("cursor") or None
+    details = []
+    if status is not None and status not in STATUSES:
+        details.append({"field": "status", "reason": f"one of {', '.join(STATUSES)}"})
+    if cursor is not None and not is_job_id(cursor):
+        details.append({"field": "cursor", "reason": "not a cursor this API returned"})
+    try:
+        limit = int(request.args.get("limit", DEFAULT_LIST_LIMIT))
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError
+    except ValueError:
+        details.append({"field": "limit", "reason": f"a whole number from 1 to {MAX_LIST_LIMIT}"})
+        limit = 0
+    if details:
+        raise InvalidInput("The list query is not valid.", details)
+    owner = current_owner()
+    jobs: list[dict[str, Any]] = []
+    scanned_to = cursor
+    exhausted = False
+    # Filters skip records, so read pages until the limit is met or enough was scanned.
+    for _ in range(20):
+        ids = svc.store.list_ids(owner, scanned_to, limit)
+        if not ids:
+            exhausted = True
+            break
+        records = svc.store.get_many(ids)
+        svc.store.forget(owner, [i for i, r in zip(ids, records, strict=True) if r is None])
+        for job_id, record in zip(ids, records, strict=True):
+            scanned_to = job_id
+            if record is None or (status and record.status != status) or (model and record.model != model):
+                continue
+            jobs.append(job_view(record))
+            if len(jobs) == limit:
+                break
+        if len(jobs) == limit:
+            break
+        if len(ids) < limit:
+            exhausted = True
+            break
+    more = not exhausted and bool(svc.store.list_ids(owner, scanned_to, 1))
+    return json_response({"jobs": jobs, "next_cursor": scanned_to if more else None})
+
+
+@bp.get("/v1/jobs/<job_id>/outputs")
+def stream_outputs(job_id: str) -> Response:
+    """Stream every output of a succeeded job as NDJSON or CSV, in input order."""
+    svc = services()
+    record = _owned(svc, job_id)
+    if record.status != SUCCEEDED:
+        raise Conflict(
+            f"Outputs exist only once the job has succeeded; it is {record.status}.",
+            [{"field": "status", "reason": record.status}],
+        )
+    chunks = svc.store.output_chunks(job_id, record.chunks)
+    best = request.accept_mimetypes.best_match(["application/x-ndjson", "text/csv"])
+    if (
+        best == "text/csv"
+        and request.accept_mimetypes["text/csv"] > request.accept_mimetypes["application/x-ndjson"]
+    ):
+        labels = svc.registry.get(record.model, record.version).labels
+        return Response(_csv_lines(chunks, labels), mimetype="text/csv")
+    return Response(_ndjson_lines(chunks), mimetype="application/x-ndjson")
+
+
+def _ndjson_lines(chunks: Iterator[list[Any]]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield b"".join(orjson.dumps(output) + b"\n" for output in chunk)
+
+
+def _csv_lines(chunks: Iterator[list[Any]], labels: list[str] | None) -> Iterator[bytes]:
+    if labels is None:
+        yield b"value\n"
+        for chunk in chunks:
+            yield "".join(f"{o['value']!r}\n" for o in chunk).encode()
+        return
+    yield ("label," + ",".join(f"probability_{name}" for name in labels) + "\n").encode()
+    for chunk in chunks:
+        yield "".join(
+            o["label"] + "," + ",".join(repr(o["probabilities"][n]) for n in labels) + "\n" for o in chunk
+        ).encode()

@@ -1,0 +1,43 @@
+"""Settings of every process, read from environment variables prefixed ``INFER_``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def hash_api_key(key: str) -> str:
+    """Return the SHA-256 hex digest under which an API key is configured and owns jobs."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and the tools, one field per variable."""
+
+    model_config = SettingsConfigDict(env_prefix="INFER_", extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    registry_path: Path = Path("models/registry")
+    # Hashes, never the keys: a leaked config file does not leak a credential.
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    retention_s: int = Field(default=86_400, gt=0)
+    inline_limit: int = Field(default=1_000, gt=0)
+    max_records: int = Field(default=1_000_000, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_wait_s: float = Field(default=60.0, ge=0)
+    chunk_size: int = Field(default=5_000, gt=0)
+    queue_name: str = "inference"
+    visibility_timeout_s: int = Field(default=300, gt=0)
+    prefetch_multiplier: int = Field(default=4, gt=0)
+    broker_timeout_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _split_hashes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,271 @@
+"""The job store in Redis: job records, their outputs, the per-key index and the state machine.
+
+Keys (every one expires with the retention):
+``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of output chunks by index;
+``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation time);
+``idem:{owner}:{key}`` the job an Idempotency-Key created. Finished jobs are announced
+on the channel ``jobs:done``. Every transition is one Lua script, so it is atomic.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import redis
+
+from shared.settings import Settings
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "canceled",
+    "expired",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
+DONE_CHANNEL = "jobs:done"
+ID_LENGTH = 32
+
+_CREATE = """
+local job, index, idem = KEYS[1], KEYS[2], KEYS[3]
+if idem ~= '' then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local sep = string.find(seen, ' ', 1, true)
+    local body, id = string.sub(seen, 1, sep - 1), string.sub(seen, sep + 1)
+    if body ~= ARGV[3] then return {'conflict', id} end
+    if redis.call('EXISTS', 'job:' .. id) == 1 then return {'existing', id} end
+  end
+  redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1])
+end
+redis.call('HSET', job, unpack(ARGV, 6))
+redis.call('EXPIRE', job, ARGV[1])
+redis.call('ZADD', index, 0, ARGV[4])
+redis.call('ZREMRANGEBYLEX', index, '-', '(' .. ARGV[2])
+redis.call('EXPIRE', index, ARGV[1])
+return {'created', ARGV[4]}
+"""
+
+# ARGV: now, retention
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'queued' and status ~= 'running' then return status end
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at') or '')
+if status == 'queued' and deadline and tonumber(ARGV[1]) > deadline then
+  redis.call('HSET', KEYS[1], 'status', 'expired', 'completed_at', ARGV[1], 'error',
+    '{"code":"expired","message":"The job was not started before its deadline."}')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
+  return 'expired'
+end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+return 'running'
+"""
+
+# ARGV: chunk index, outputs json, record count, predict ms, now, retention
+_FINISH_CHUNK = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[1], 'predict_ms', ARGV[4])
+local finished = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+if finished >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'completed_at', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
+end
+return 1
+"""
+
+# ARGV: status, error json, now, retention, 'any' to end a queued or running job
+_END = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'queued' and status ~= 'running' then return status end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'completed_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
+return 'ended'
+"""
+
+
+def new_job_id(now: float | None = None) -> str:
+    """Return a fresh job id whose leading hex digits are its creation time, so ids sort by age."""
+    micros = int((time.time() if now is None else now) * 1_000_000)
+    return f"{micros:014x}{secrets.token_hex(9)}"
+
+
+def is_job_id(value: str) -> bool:
+    """Tell whether a string has the shape of a job id."""
+    return len(value) == ID_LENGTH and all(c in "0123456789abcdef" for c in value)
+
+
+def connect(settings: Settings, blocking: bool = False) -> redis.Redis:
+    """Return a Redis client for the store that fails fast when Redis is unreachable."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=settings.broker_timeout_s,
+        socket_timeout=None if blocking else max(5.0, settings.broker_timeout_s),
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job about to be written, as the API validated it."""
+
+    owner: str
+    model: str
+    version: str
+    total: int
+    chunks: int
+    deadline_at: float | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the store holds it."""
+
+    id: str
+    owner: str
+    model: str
+    version: str
+    status: str
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    total: int
+    done: int
+    chunks: int
+    predict_ms: float
+    error: dict[str, Any] | None = field(default=None)
+
+    @property
+    def terminal(self) -> bool:
+        """Tell whether the job has ended and will never change again."""
+        return self.status in TERMINAL
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        owner=raw["owner"],
+        model=raw["model"],
+        version=raw["version"],
+        status=raw["status"],
+        created_at=float(raw["created_at"]),
+        started_at=_float(raw.get("started_at")),
+        completed_at=_float(raw.get("completed_at")),
+        total=int(raw["total"]),
+        done=int(raw.get("done", 0)),
+        chunks=int(raw["chunks"]),
+        predict_ms=float(raw.get("predict_ms", 0)),
+        error=orjson.loads(raw["error"]) if raw.get("error") else None,
+    )
+
+
+class JobStore:
+    """Reads and changes job records in Redis; every state change is atomic."""
+
+    def __init__(self, client: redis.Redis, retention_s: int) -> None:
+        self.client = client
+        self.retention_s = retention_s
+        self._create = client.register_script(_CREATE)
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH_CHUNK)
+        self._end = client.register_script(_END)
+
+    def create(self, job: NewJob, idempotency: tuple[str, str] | None = None) -> tuple[str, str]:
+        """Write a queued job, or find the one its Idempotency-Key made; return (outcome, id)."""
+        now = time.time()
+        job_id = new_job_id(now)
+        oldest = new_job_id(now - self.retention_s)[:14]
+        fields: list[str | float | int] = [
+            "owner", job.owner, "model", job.model, "version", job.version,
+            "status", QUEUED, "created_at", repr(now), "total", job.total,
+            "done", 0, "chunks", job.chunks, "chunks_done", 0,
+        ]  # fmt: skip
+        if job.deadline_at is not None:
+            fields += ["deadline_at", repr(job.deadline_at)]
+        idem_key, body_hash = idempotency or ("", "")
+        keys = [f"job:{job_id}", f"jobs:{job.owner}", f"idem:{job.owner}:{idem_key}" if idem_key else ""]
+        args: list[str | float | int] = [self.retention_s, oldest, body_hash, job_id, ""]
+        outcome, found = self._create(keys=keys, args=args + fields)
+        return str(outcome), str(found)
+
+    def discard(self, job_id: str, owner: str, idempotency_key: str | None) -> None:
+        """Remove a job that was never published, so a failed submit leaves nothing behind."""
+        pipe = self.client.pipeline()
+        pipe.delete(f"job:{job_id}", f"job:{job_id}:out")
+        pipe.zrem(f"jobs:{owner}", job_id)
+        if idempotency_key:
+            pipe.delete(f"idem:{owner}:{idempotency_key}")
+        pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """Return a job's record, or None when there is none."""
+        if not is_job_id(job_id):
+            return None
+        raw = cast(dict[str, str], self.client.hgetall(f"job:{job_id}"))
+        return _record(job_id, raw) if raw else None
+
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """Return the records of several jobs in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(f"job:{job_id}")
+        return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+
+    def claim(self, job_id: str) -> str:
+        """Mark a job running unless it ended or its deadline passed; return its status."""
+        return str(self._claim(keys=[f"job:{job_id}"], args=[repr(time.time()), self.retention_s]))
+
+    def finish_chunk(self, job_id: str, chunk: int, outputs: bytes, count: int, predict_ms: float) -> bool:
+        """Record one chunk's outputs once; the last chunk makes the job succeed."""
+        keys = [f"job:{job_id}", f"job:{job_id}:out"]
+        args: list[str | int | bytes] = [
+            chunk, outputs, count, f"{predict_ms:.3f}", repr(time.time()), self.retention_s,
+        ]  # fmt: skip
+        return bool(self._finish(keys=keys, args=args))
+
+    def end(self, job_id: str, status: str, code: str, message: str) -> str:
+        """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""
+        error = orjson.dumps({"code": code, "message": message})
+        keys = [f"job:{job_id}", f"job:{job_id}:out"]
+        args: list[str | int | bytes] = [status, error, repr(time.time()), self.retention_s]
+        return str(self._end(keys=keys, args=args))
+
+    def output_chunks(self, job_id: str, chunks: int) -> Iterator[list[Any]]:
+        """Yield a job's outputs chunk by chunk, in input order."""
+        for index in range(chunks):
+            raw = self.client.hget(f"job:{job_id}:out", str(index))
+            yield orjson.loads(raw) if raw else []
+
+    def list_ids(self, owner: str, cursor: str | None, count: int) -> list[str]:
+        """Return up to count of the owner's job ids older than the cursor, newest first."""
+        top = f"({cursor}" if cursor else "+"
+        return cast(list[str], self.client.zrevrangebylex(f"jobs:{owner}", top, "-", start=0, num=count))
+
+    def forget(self, owner: str, job_ids: Sequence[str]) -> None:
+        """Drop ids whose records have expired from the owner's index."""
+        if job_ids:
+            self.client.zrem(f"jobs:{owner}", *job_ids)

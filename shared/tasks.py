@@ -1,0 +1,17 @@
+"""Task names and message shapes shared by the API, which publishes, and the workers, which consume."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+PREDICT = "infer.predict"
+
+
+class ChunkMessage(TypedDict):
+    """One chunk of one job: which records of which model version to predict."""
+
+    job: str
+    model: str
+    version: str
+    chunk: int
+    inputs: list[Any]
