@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from api.services import Services
-from shared.errors import Conflict, Unavailable
+from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
 from shared.store import NewJob
 from shared.tasks import PREDICT, ChunkMessage
@@ -55,7 +55,20 @@ def submit_job(
         chunks=chunks,
         deadline_at=time.time() + deadline_s if deadline_s else None,
     )
-    outcome, job_id = svc.store.create(new, idem)
+    limits = svc.settings
+    outcome, job_id = svc.store.create(new, idem, limits.max_queued_per_model, limits.rate_limit_per_s)
+    if outcome == "rate_limited":
+        raise RateLimited(
+            f"This API key may submit {limits.rate_limit_per_s} jobs a second.",
+            [{"field": "Authorization", "reason": "rate limit reached"}],
+            retry_after=1,
+        )
+    if outcome == "queue_full":
+        raise QueueFull(
+            f"Model {manifest.name} has {limits.max_queued_per_model} jobs waiting; try again shortly.",
+            [{"field": "model", "reason": "queue full"}],
+            retry_after=limits.queue_full_retry_s,
+        )
     if outcome == "conflict":
         raise Conflict(
             "This Idempotency-Key was used with another body.",
@@ -74,7 +87,7 @@ def submit_job(
                     retry=False,
                 )
     except Exception as exc:
-        svc.store.discard(job_id, owner, idem[0] if idem else None)
+        svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
         raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc
     svc.metrics.jobs.labels(manifest.name).inc()
     svc.metrics.records.labels(manifest.name).inc(len(rows))

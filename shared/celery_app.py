@@ -26,6 +26,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": settings.restore_interval_s,
             "socket_connect_timeout": settings.broker_timeout_s,
             "socket_timeout": max(5.0, settings.broker_timeout_s),
         },

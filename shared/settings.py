@@ -29,9 +29,15 @@ class Settings(BaseSettings):
     max_records: int = Field(default=1_000_000, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_wait_s: float = Field(default=60.0, ge=0)
+    max_queued_per_model: int = Field(default=100_000, gt=0)
+    queue_full_retry_s: int = Field(default=5, gt=0)
+    # Job submissions a second per API key; 0 means no limit.
+    rate_limit_per_s: int = Field(default=0, ge=0)
     chunk_size: int = Field(default=5_000, gt=0)
     queue_name: str = "inference"
+    # A message unacknowledged this long (its worker died) goes back to the queue.
     visibility_timeout_s: int = Field(default=300, gt=0)
+    restore_interval_s: float = Field(default=10.0, gt=0)
     prefetch_multiplier: int = Field(default=4, gt=0)
     broker_timeout_s: float = Field(default=1.0, gt=0)
 

@@ -3,7 +3,9 @@
 Keys (every one expires with the retention):
 ``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of output chunks by index;
 ``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation time);
-``idem:{owner}:{key}`` the job an Idempotency-Key created. Finished jobs are announced
+``idem:{owner}:{key}`` the job an Idempotency-Key created; ``queued:{model}`` a sorted set of the
+model's queued jobs, which bounds its queue; ``rate:{owner}:{second}`` submissions in a second.
+Finished jobs are announced
 on the channel ``jobs:done``. Every transition is one Lua script, so it is atomic.
 """
 
@@ -33,8 +35,10 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 DONE_CHANNEL = "jobs:done"
 ID_LENGTH = 32
 
+# KEYS: job, owner index, idempotency key or '', model's queued set, owner's rate counter
+# ARGV: retention, oldest id kept, body hash, job id, now, max queued, rate limit, then fields
 _CREATE = """
-local job, index, idem = KEYS[1], KEYS[2], KEYS[3]
+local job, index, idem, queued, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if idem ~= '' then
   local seen = redis.call('GET', idem)
   if seen then
@@ -43,21 +47,30 @@ if idem ~= '' then
     if body ~= ARGV[3] then return {'conflict', id} end
     if redis.call('EXISTS', 'job:' .. id) == 1 then return {'existing', id} end
   end
-  redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1])
 end
-redis.call('HSET', job, unpack(ARGV, 6))
+if tonumber(ARGV[7]) > 0 then
+  local used = redis.call('INCR', rate)
+  if used == 1 then redis.call('EXPIRE', rate, 2) end
+  if used > tonumber(ARGV[7]) then return {'rate_limited', ''} end
+end
+redis.call('ZREMRANGEBYSCORE', queued, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[1]))
+if redis.call('ZCARD', queued) >= tonumber(ARGV[6]) then return {'queue_full', ''} end
+if idem ~= '' then redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1]) end
+redis.call('HSET', job, unpack(ARGV, 8))
 redis.call('EXPIRE', job, ARGV[1])
+redis.call('ZADD', queued, ARGV[5], ARGV[4])
 redis.call('ZADD', index, 0, ARGV[4])
 redis.call('ZREMRANGEBYLEX', index, '-', '(' .. ARGV[2])
 redis.call('EXPIRE', index, ARGV[1])
 return {'created', ARGV[4]}
 """
 
-# ARGV: now, retention
+# KEYS: job, model's queued set; ARGV: now, retention
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'queued' and status ~= 'running' then return status end
+redis.call('ZREM', KEYS[2], string.sub(KEYS[1], 5))
 local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at') or '')
 if status == 'queued' and deadline and tonumber(ARGV[1]) > deadline then
   redis.call('HSET', KEYS[1], 'status', 'expired', 'completed_at', ARGV[1], 'error',
@@ -72,7 +85,7 @@ end
 return 'running'
 """
 
-# ARGV: chunk index, outputs json, record count, predict ms, now, retention
+# KEYS: job, outputs; ARGV: chunk index, outputs json, record count, predict ms, now, retention
 _FINISH_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then return 0 end
@@ -89,11 +102,12 @@ end
 return 1
 """
 
-# ARGV: status, error json, now, retention, 'any' to end a queued or running job
+# KEYS: job, outputs, model's queued set; ARGV: status, error json, now, retention
 _END = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'queued' and status ~= 'running' then return status end
+redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 5))
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'completed_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -194,8 +208,18 @@ class JobStore:
         self._finish = client.register_script(_FINISH_CHUNK)
         self._end = client.register_script(_END)
 
-    def create(self, job: NewJob, idempotency: tuple[str, str] | None = None) -> tuple[str, str]:
-        """Write a queued job, or find the one its Idempotency-Key made; return (outcome, id)."""
+    def create(
+        self,
+        job: NewJob,
+        idempotency: tuple[str, str] | None = None,
+        max_queued: int = 0,
+        rate_limit: int = 0,
+    ) -> tuple[str, str]:
+        """Write a queued job unless limits refuse it; return (outcome, id).
+
+        The outcome is created, existing (the Idempotency-Key's job), conflict (that key with
+        another body), rate_limited or queue_full.
+        """
         now = time.time()
         job_id = new_job_id(now)
         oldest = new_job_id(now - self.retention_s)[:14]
@@ -207,16 +231,25 @@ class JobStore:
         if job.deadline_at is not None:
             fields += ["deadline_at", repr(job.deadline_at)]
         idem_key, body_hash = idempotency or ("", "")
-        keys = [f"job:{job_id}", f"jobs:{job.owner}", f"idem:{job.owner}:{idem_key}" if idem_key else ""]
-        args: list[str | float | int] = [self.retention_s, oldest, body_hash, job_id, ""]
+        keys = [
+            f"job:{job_id}",
+            f"jobs:{job.owner}",
+            f"idem:{job.owner}:{idem_key}" if idem_key else "",
+            f"queued:{job.model}",
+            f"rate:{job.owner}:{int(now)}",
+        ]
+        args: list[str | float | int] = [
+            self.retention_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit,
+        ]  # fmt: skip
         outcome, found = self._create(keys=keys, args=args + fields)
         return str(outcome), str(found)
 
-    def discard(self, job_id: str, owner: str, idempotency_key: str | None) -> None:
+    def discard(self, job_id: str, owner: str, model: str, idempotency_key: str | None) -> None:
         """Remove a job that was never published, so a failed submit leaves nothing behind."""
         pipe = self.client.pipeline()
         pipe.delete(f"job:{job_id}", f"job:{job_id}:out")
         pipe.zrem(f"jobs:{owner}", job_id)
+        pipe.zrem(f"queued:{model}", job_id)
         if idempotency_key:
             pipe.delete(f"idem:{owner}:{idempotency_key}")
         pipe.execute()
@@ -235,9 +268,10 @@ class JobStore:
             pipe.hgetall(f"job:{job_id}")
         return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
 
-    def claim(self, job_id: str) -> str:
+    def claim(self, job_id: str, model: str) -> str:
         """Mark a job running unless it ended or its deadline passed; return its status."""
-        return str(self._claim(keys=[f"job:{job_id}"], args=[repr(time.time()), self.retention_s]))
+        keys = [f"job:{job_id}", f"queued:{model}"]
+        return str(self._claim(keys=keys, args=[repr(time.time()), self.retention_s]))
 
     def finish_chunk(self, job_id: str, chunk: int, outputs: bytes, count: int, predict_ms: float) -> bool:
         """Record one chunk's outputs once; the last chunk makes the job succeed."""
@@ -247,10 +281,10 @@ class JobStore:
         ]  # fmt: skip
         return bool(self._finish(keys=keys, args=args))
 
-    def end(self, job_id: str, status: str, code: str, message: str) -> str:
+    def end(self, job_id: str, model: str, status: str, code: str, message: str) -> str:
         """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""
         error = orjson.dumps({"code": code, "message": message})
-        keys = [f"job:{job_id}", f"job:{job_id}:out"]
+        keys = [f"job:{job_id}", f"job:{job_id}:out", f"queued:{model}"]
         args: list[str | int | bytes] = [status, error, repr(time.time()), self.retention_s]
         return str(self._end(keys=keys, args=args))
 

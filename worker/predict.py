@@ -22,14 +22,14 @@ def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessa
     """Predict every chunk whose job may still run and record its outputs; return how many ran."""
     groups: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
     for message in messages:
-        if store.claim(message["job"]) == RUNNING:
+        if store.claim(message["job"], message["model"]) == RUNNING:
             groups[(message["model"], message["version"])].append(message)
     for (name, version), group in groups.items():
         try:
             predictor = cache.get(name, version)
         except ModelLoadError as exc:
             for message in group:
-                store.end(message["job"], FAILED, exc.code, exc.message)
+                store.end(message["job"], name, FAILED, exc.code, exc.message)
             continue
         try:
             _predict_together(store, predictor.predict, group)
@@ -59,4 +59,5 @@ def _predict_alone(store: JobStore, predict: Any, message: ChunkMessage) -> None
     try:
         _predict_together(store, predict, [message])
     except Exception as exc:  # the model itself refused these inputs
-        store.end(message["job"], FAILED, "prediction_failed", f"The model failed on this input: {exc}"[:500])
+        reason = f"The model failed on this input: {exc}"[:500]
+        store.end(message["job"], message["model"], FAILED, "prediction_failed", reason)

@@ -107,7 +107,7 @@ def cancel_job(job_id: str) -> Response:
     """Cancel a queued or running job."""
     svc = services()
     record = _owned(svc, job_id)
-    outcome = svc.store.end(job_id, CANCELED, "canceled", "The job was canceled by its owner.")
+    outcome = svc.store.end(job_id, record.model, CANCELED, "canceled", "The job was canceled by its owner.")
     if outcome != "ended":
         raise Conflict(
             f"The job has already ended as {record.status if outcome == 'missing' else outcome}.",

@@ -1,0 +1,47 @@
+# The two commands are `make run` and `make test`; each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REGISTRY ?= models/registry
+EXAMPLES := $(REGISTRY)/iris/1.0.0/manifest.json $(REGISTRY)/breast-cancer/1.0.0/manifest.json \
+            $(REGISTRY)/scam-email/1.0.0/manifest.json
+CODE := api shared worker models tools tests
+
+.PHONY: run test lint models redis scale-up scale-down clean
+
+$(BIN)/.installed: requirements/*.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $@
+
+$(EXAMPLES) &: $(BIN)/.installed models/train.py models/publish.py models/data/emails.csv
+	$(BIN)/python -m models.train --registry $(REGISTRY)
+
+models: $(EXAMPLES)
+
+# A private redis-server is started by `make run` and the tests; this only installs the program.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+run: $(BIN)/.installed models redis
+	$(BIN)/python -m tools.run
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+
+test: $(BIN)/.installed redis lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+scale-up:
+	kill -USR1 $$(cat .run/stack.pid)
+
+scale-down:
+	kill -USR2 $$(cat .run/stack.pid)
+
+clean:
+	rm -rf $(VENV) $(REGISTRY) .run .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,333 @@
+"""The job routes of API.md against the real API, worker and Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration.conftest import OTHER_KEY, Api
+
+IRIS_RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+IRIS_ROW = [6.2, 2.9, 4.3, 1.3]
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    assert isinstance(body["error"]["details"], list)
+    return body["error"]
+
+
+def _queue_length(client: redis.Redis) -> int:
+    return int(client.llen("inference"))
+
+
+def test_submit_answers_202_with_location_then_poll_finds_the_outputs(api: Api) -> None:
+    """A job is accepted at once with its Location, and polling it yields one output per input."""
+    response = api.submit("iris", [IRIS_RECORD, IRIS_ROW])
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] in ("queued", "running", "succeeded")
+    assert job["progress"]["total"] == 2
+    done = api.wait_job(job["id"])
+    assert done["status"] == "succeeded"
+    assert [o["label"] for o in done["outputs"]] == ["setosa", "versicolor"]
+    assert done["progress"] == {"done": 2, "total": 2}
+    assert sum(done["outputs"][0]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert done["metrics"]["total_ms"] >= done["metrics"]["queue_ms"] >= 0
+    assert done["urls"]["cancel"] == f"/v1/jobs/{job['id']}/cancel"
+    for stamp in ("created_at", "started_at", "completed_at"):
+        assert done[stamp].endswith("Z")
+
+
+def test_prefer_wait_on_submit_answers_200_with_the_finished_job(api: Api) -> None:
+    """Prefer: wait holds the submit until the job finishes and says so in Preference-Applied."""
+    response = api.submit("iris", [IRIS_ROW], wait=10)
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=10"
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["outputs"][0]["label"] == "versicolor"
+
+
+@pytest.mark.parametrize(
+    ("model", "record", "label"),
+    [
+        (
+            "iris",
+            {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3},
+            "virginica",
+        ),
+        (
+            "scam-email",
+            {"text": "Congratulations! You won $5,000,000. Send your bank details and a fee to claim."},
+            "scam",
+        ),
+        (
+            "scam-email",
+            ["Hi Sam, the team meeting moved to Thursday at 10, same room as last week."],
+            "ordinary",
+        ),
+    ],
+)
+def test_every_example_model_predicts(api: Api, model: str, record: Any, label: str) -> None:
+    """Each example model answers a record with the expected label."""
+    job = api.submit(model, [record], wait=20).json()
+    assert job["status"] == "succeeded", job
+    assert job["outputs"][0]["label"] == label
+
+
+def test_breast_cancer_predicts_from_named_and_positional_records(api: Api, registry: Any) -> None:
+    """The 30-feature forest gives the same answer to a record by name and by position."""
+    from sklearn.datasets import load_breast_cancer
+
+    row = [float(v) for v in load_breast_cancer().data[0]]  # a malignant example of the data set
+    named = dict(zip(registry.get("breast-cancer").features, row, strict=True))
+    job = api.submit("breast-cancer", [named, row], wait=20).json()
+    assert job["status"] == "succeeded"
+    assert job["outputs"][0] == job["outputs"][1]
+    assert job["outputs"][0]["label"] == "malignant"
+
+
+def test_poll_with_wait_query_holds_until_done(api: Api) -> None:
+    """GET ?wait=N answers as soon as the job ends, not after N seconds."""
+    job_id = api.submit("iris", [IRIS_ROW]).json()["id"]
+    started = time.monotonic()
+    response = api.request("GET", f"/v1/jobs/{job_id}?wait=20")
+    assert response.json()["status"] == "succeeded"
+    assert response.headers["Preference-Applied"] == "wait=20"
+    assert time.monotonic() - started < 10
+
+
+def test_jobs_are_private_to_their_key(api: Api) -> None:
+    """Another key gets 404 unknown_job for a job, as for an id that never existed, and cannot list it."""
+    job_id = api.submit("iris", [IRIS_ROW], wait=10).json()["id"]
+    _error(api.request("GET", f"/v1/jobs/{job_id}", key=OTHER_KEY), 404, "unknown_job")
+    _error(api.request("POST", f"/v1/jobs/{job_id}/cancel", key=OTHER_KEY), 404, "unknown_job")
+    _error(api.request("GET", f"/v1/jobs/{'0' * 32}"), 404, "unknown_job")
+    assert api.request("GET", "/v1/jobs", key=OTHER_KEY).json()["jobs"] == []
+    assert [j["id"] for j in api.request("GET", "/v1/jobs").json()["jobs"]] == [job_id]
+
+
+def test_missing_or_wrong_key_is_401(api: Api) -> None:
+    """Every /v1 route refuses a request without a valid key."""
+    _error(api.request("GET", "/v1/models", key=None), 401, "unauthorized")
+    _error(api.request("GET", "/v1/models", key="not-a-key"), 401, "unauthorized")
+    _error(
+        api.request("POST", "/v1/models/iris/jobs", key=None, json={"inputs": [IRIS_ROW]}),
+        401,
+        "unauthorized",
+    )
+
+
+def test_invalid_records_get_422_naming_record_and_field_and_enqueue_nothing(
+    api: Api, clean_redis: redis.Redis
+) -> None:
+    """Each bad record is named by index and field, and no job is created."""
+    inputs = [
+        IRIS_ROW,
+        {"sepal_length": "wide", "sepal_width": 3.0, "petal_length": 1.0},
+        [1, 2],
+        {**IRIS_RECORD, "colour": 1},
+        True,
+    ]
+    error = _error(api.submit("iris", inputs), 422, "invalid_input")
+    found = {(d["index"], d["field"]) for d in error["details"]}
+    assert {(1, "sepal_length"), (1, "petal_width"), (2, None), (3, "colour"), (4, None)} <= found
+    assert 0 not in {d["index"] for d in error["details"]}
+    assert _queue_length(clean_redis) == 0
+    assert not list(clean_redis.scan_iter("job:*"))
+
+
+def test_unparseable_body_is_400_and_wrong_type_is_415(api: Api) -> None:
+    """Broken JSON is 400 invalid_json; a body that is not JSON or CSV is 415."""
+    headers = {"Content-Type": "application/json"}
+    _error(
+        api.request("POST", "/v1/models/iris/jobs", data=b'{"inputs": [', headers=headers),
+        400,
+        "invalid_json",
+    )
+    _error(
+        api.request("POST", "/v1/models/iris/jobs", data=b'{"inputs": [[NaN, 1, 2, 3]]}', headers=headers),
+        400,
+        "invalid_json",
+    )
+    _error(
+        api.request("POST", "/v1/models/iris/jobs", data=b"inputs", headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+
+
+def test_envelope_errors_are_422(api: Api) -> None:
+    """A body without inputs, with an empty list or with unknown fields names the field."""
+    assert (
+        _error(api.request("POST", "/v1/models/iris/jobs", json={}), 422, "invalid_input")["details"][0][
+            "field"
+        ]
+        == "inputs"
+    )
+    assert _error(api.submit("iris", []), 422, "invalid_input")["details"][0]["field"] == "inputs"
+    assert (
+        _error(api.submit("iris", [IRIS_ROW], colour=1), 422, "invalid_input")["details"][0]["field"]
+        == "colour"
+    )
+    assert (
+        _error(api.submit("iris", [IRIS_ROW], deadline_s=-1), 422, "invalid_input")["details"][0]["field"]
+        == "deadline_s"
+    )
+
+
+def test_unknown_model_version_route_and_method(api: Api) -> None:
+    """Unknown names get their own 404 codes; the framework's 404 and 405 carry the error body."""
+    _error(api.submit("no-such-model", [IRIS_ROW]), 404, "unknown_model")
+    _error(api.submit("iris", [IRIS_ROW], version="9.9.9"), 404, "unknown_version")
+    _error(api.request("GET", "/v1/models/iris/versions/9.9.9"), 404, "unknown_version")
+    _error(api.request("GET", "/v1/models/%2e%2e"), 404, "unknown_model")
+    _error(api.submit("%2e%2e", [IRIS_ROW]), 404, "unknown_model")
+    _error(api.request("GET", "/v1/jobs/%2e%2e"), 404, "unknown_job")
+    for traversal in ("/v1/models/..%2F..%2Fetc", "/v1/jobs/..%2F..%2Fetc%2Fpasswd"):
+        assert api.request("GET", traversal).status_code == 404
+    _error(api.request("GET", "/v1/nothing-here"), 404, "not_found")
+    response = api.request("DELETE", "/v1/jobs")
+    _error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_body_over_the_limit_is_413(api: Api) -> None:
+    """A body whose declared length is over the limit is refused with 413 before it is read."""
+    big = b'{"inputs": [' + b"[1,2,3,4]," * 2_000_000 + b"[1,2,3,4]]}"
+    _error(
+        api.request("POST", "/v1/models/iris/jobs", data=big, headers={"Content-Type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
+
+
+def test_cancel_a_queued_job_then_cancel_again_is_409(api: Api) -> None:
+    """Cancel ends a queued job as canceled; a second cancel of the ended job is a conflict."""
+    job_id = api.submit("iris", [IRIS_ROW], deadline_s=0.001).json()["id"]
+    first = api.request("POST", f"/v1/jobs/{job_id}/cancel")
+    if first.status_code == 200:
+        assert first.json()["status"] == "canceled"
+        assert first.json()["error"]["code"] == "canceled"
+    else:  # the worker was quicker: it expired the job first
+        _error(first, 409, "conflict")
+    _error(api.request("POST", f"/v1/jobs/{job_id}/cancel"), 409, "conflict")
+    assert api.wait_job(job_id)["status"] in ("canceled", "expired")
+
+
+def test_a_job_past_its_deadline_expires_without_running(api: Api) -> None:
+    """A job whose deadline passes before a worker takes it ends expired, with no outputs."""
+    job_id = api.submit("iris", [IRIS_ROW], deadline_s=0.000001).json()["id"]
+    job = api.wait_job(job_id)
+    assert job["status"] == "expired"
+    assert job["outputs"] is None
+    assert job["started_at"] is None
+    assert job["error"]["code"] == "expired"
+
+
+def test_idempotency_key_returns_the_same_job_and_refuses_another_body(api: Api) -> None:
+    """The same key and body return the same job; the same key with another body is 409."""
+    headers = {"Idempotency-Key": "order-42"}
+    first = api.submit("iris", [IRIS_ROW], headers=headers)
+    second = api.submit("iris", [IRIS_ROW], headers=headers)
+    assert first.status_code == 202
+    assert second.json()["id"] == first.json()["id"]
+    _error(api.submit("iris", [IRIS_RECORD], headers=headers), 409, "conflict")
+    assert len(api.request("GET", "/v1/jobs").json()["jobs"]) == 1
+
+
+def test_list_is_newest_first_filtered_and_paged(api: Api) -> None:
+    """The list pages through this key's jobs newest first and filters by status and model."""
+    ids = [api.submit("iris", [IRIS_ROW], wait=10).json()["id"] for _ in range(5)]
+    scam = api.submit("scam-email", [["hello"]], wait=10).json()["id"]
+    page = api.request("GET", "/v1/jobs?limit=4").json()
+    assert [j["id"] for j in page["jobs"]] == [scam, *ids[::-1][:3]]
+    rest = api.request("GET", f"/v1/jobs?limit=4&cursor={page['next_cursor']}").json()
+    assert [j["id"] for j in rest["jobs"]] == ids[::-1][3:]
+    assert rest["next_cursor"] is None
+    only_iris = api.request("GET", "/v1/jobs?model=iris&status=succeeded&limit=10").json()
+    assert [j["id"] for j in only_iris["jobs"]] == ids[::-1]
+    assert api.request("GET", "/v1/jobs?status=failed").json()["jobs"] == []
+    _error(api.request("GET", "/v1/jobs?status=bogus"), 422, "invalid_input")
+    _error(api.request("GET", "/v1/jobs?limit=0"), 422, "invalid_input")
+
+
+def test_outputs_stream_as_ndjson_and_csv_in_input_order(api: Api) -> None:
+    """A succeeded job's outputs stream in input order; before success the stream is 409."""
+    rows = [IRIS_ROW, [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
+    job = api.submit("iris", rows, wait=10).json()
+    lines = api.request("GET", job["urls"]["outputs"]).text.splitlines()
+    assert [line.split('"label":"')[1].split('"')[0] for line in lines] == [
+        "versicolor",
+        "setosa",
+        "virginica",
+    ]
+    csv_text = api.request("GET", job["urls"]["outputs"], headers={"Accept": "text/csv"}).text.splitlines()
+    assert csv_text[0] == "label,probability_setosa,probability_versicolor,probability_virginica"
+    assert [r.split(",")[0] for r in csv_text[1:]] == ["versicolor", "setosa", "virginica"]
+    expired = api.submit("iris", [IRIS_ROW], deadline_s=0.000001).json()["id"]
+    api.wait_job(expired)
+    _error(api.request("GET", f"/v1/jobs/{expired}/outputs"), 409, "conflict")
+
+
+def test_inline_limit_leaves_large_outputs_to_the_stream(stack_factory: Any, api: Api) -> None:
+    """A job over the inline limit has no outputs in its body; the stream has them all."""
+    from tools.stack import free_port
+
+    stack = stack_factory(INFER_INLINE_LIMIT="3", INFER_CHUNK_SIZE="2")
+    small = Api(stack.start_api(free_port()))
+    job = small.submit("iris", [IRIS_ROW] * 5, wait=20).json()
+    assert job["status"] == "succeeded"
+    assert job["outputs"] is None
+    assert job["progress"] == {"done": 5, "total": 5}
+    assert len(small.request("GET", job["urls"]["outputs"]).text.splitlines()) == 5
+
+
+def test_a_full_model_queue_is_429_queue_full_with_retry_after(
+    stack_factory: Any, api: Api, clean_redis: redis.Redis
+) -> None:
+    """A model whose queue holds its maximum refuses more jobs with 429 and Retry-After."""
+    from tools.stack import free_port
+
+    limited = Api(stack_factory(INFER_MAX_QUEUED_PER_MODEL="1").start_api(free_port()))
+    clean_redis.zadd("queued:iris", {"f" * 32: time.time()})  # one job waiting that no worker took yet
+    full = limited.submit("iris", [IRIS_ROW])
+    assert _error(full, 429, "queue_full")["details"][0]["field"] == "model"
+    assert full.headers["Retry-After"] == "5"
+    assert limited.submit("scam-email", [["hi"]]).status_code == 202  # other models still take jobs
+
+
+def test_a_key_over_its_rate_is_429_rate_limited_with_retry_after(stack_factory: Any, api: Api) -> None:
+    """A key that submits more jobs a second than its rate allows gets 429 rate_limited."""
+    from tools.stack import free_port
+
+    limited = Api(stack_factory(INFER_RATE_LIMIT_PER_S="3").start_api(free_port()))
+    responses = [limited.submit("iris", [IRIS_ROW]) for _ in range(8)]
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, [r.status_code for r in responses]
+    _error(refused[0], 429, "rate_limited")
+    assert refused[0].headers["Retry-After"] == "1"
+    assert (
+        limited.submit("iris", [IRIS_ROW], key=OTHER_KEY).status_code == 202
+    )  # other keys are not held back
+
+
+def test_broker_down_is_503_within_a_second_and_nothing_is_accepted(stack_factory: Any, api: Api) -> None:
+    """With Redis unreachable, submit answers 503 unavailable quickly and readyz is 503."""
+    from tools.stack import free_port
+
+    stack = stack_factory(INFER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    dead = Api(stack.start_api(free_port()))
+    started = time.monotonic()
+    _error(dead.submit("iris", [IRIS_ROW]), 503, "unavailable")
+    assert time.monotonic() - started < 1.5
+    _error(dead.request("GET", "/readyz", key=None), 503, "unavailable")

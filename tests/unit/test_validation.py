@@ -1,0 +1,136 @@
+"""Validation of submissions and records against a manifest, without any server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.validation import parse_json, parse_submit, validate_records
+from shared.errors import InvalidInput, InvalidJson
+from shared.registry import Registry
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def test_named_and_positional_records_become_rows_in_feature_order(registry: Registry) -> None:
+    """Objects are reordered to the schema's feature order; arrays are taken as they are."""
+    record = {"petal_width": 0.2, "petal_length": 1.4, "sepal_width": 3.5, "sepal_length": 5.1}
+    assert validate_records(registry.get("iris"), [record, [1, 2, 3, 4]], 10) == [
+        [5.1, 3.5, 1.4, 0.2],
+        [1, 2, 3, 4],
+    ]
+
+
+def test_text_records_become_strings(registry: Registry) -> None:
+    """A text model's record is its one string, by name or by position."""
+    assert validate_records(registry.get("scam-email"), [{"text": "a"}, ["b"]], 10) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "reason"),
+    [
+        (
+            {"sepal_length": "5", "sepal_width": 1, "petal_length": 1, "petal_width": 1},
+            "sepal_length",
+            "not of type",
+        ),
+        (
+            {"sepal_length": True, "sepal_width": 1, "petal_length": 1, "petal_width": 1},
+            "sepal_length",
+            "not of type",
+        ),
+        (
+            {"sepal_length": 1e39, "sepal_width": 1, "petal_length": 1, "petal_width": 1},
+            "sepal_length",
+            "maximum",
+        ),
+        ({"sepal_width": 1, "petal_length": 1, "petal_width": 1}, "sepal_length", "missing"),
+        (
+            {"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_width": 1, "x": 1},
+            "x",
+            "not a feature",
+        ),
+        ([1, 2, 3], None, "expected 4 values"),
+        ("1,2,3,4", None, "object or an array"),
+        (None, None, "object or an array"),
+    ],
+)
+def test_each_bad_record_names_its_index_field_and_reason(
+    registry: Registry, record: object, field: str | None, reason: str
+) -> None:
+    """A bad record is reported with its index, its field and why."""
+    with pytest.raises(InvalidInput) as caught:
+        validate_records(registry.get("iris"), [[1, 2, 3, 4], record], 10)
+    detail = caught.value.details[0]
+    assert detail["index"] == 1
+    assert detail["field"] == field
+    assert reason in detail["reason"]
+
+
+def test_empty_and_oversized_input_lists_are_refused(registry: Registry) -> None:
+    """No records, or more than the maximum, is an invalid input naming the inputs field."""
+    for records in ([], [[1, 2, 3, 4]] * 3):
+        with pytest.raises(InvalidInput) as caught:
+            validate_records(registry.get("iris"), records, 2)
+        assert caught.value.details[0]["field"] == "inputs"
+
+
+def test_empty_text_is_refused(registry: Registry) -> None:
+    """A text record must hold at least one character."""
+    with pytest.raises(InvalidInput):
+        validate_records(registry.get("scam-email"), [{"text": ""}], 10)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[NaN]", b"[Infinity]", b"[1e400]", b"\xff\xfe", b'{"a": 1} x'])
+def test_unparseable_json_is_invalid_json(raw: bytes) -> None:
+    """Broken JSON, NaN, Infinity, out-of-range numbers and bad UTF-8 are refused as invalid JSON."""
+    with pytest.raises(InvalidJson):
+        parse_json(raw)
+
+
+def test_envelope_refuses_unknown_fields_and_wrong_types() -> None:
+    """The submission envelope takes inputs, version and deadline_s, nothing else."""
+    assert parse_submit({"inputs": [[1]], "deadline_s": 5}).deadline_s == 5
+    for document in ({"inputs": {}}, {"inputs": [], "extra": 1}, {"inputs": [], "deadline_s": "5"}, [], "x"):
+        with pytest.raises(InvalidInput):
+            parse_submit(document)
+
+
+finite = st.floats(min_value=-3e38, max_value=3e38, allow_nan=False)
+anything = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=5), st.floats(), st.lists(st.integers(), max_size=2)
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.lists(finite, min_size=4, max_size=4), min_size=1, max_size=20))
+def test_any_finite_rows_are_accepted_unchanged(registry: Registry, rows: list[list[float]]) -> None:
+    """Every array of four finite floats within float32 range is a valid iris record."""
+    assert validate_records(registry.get("iris"), rows, 100) == rows
+
+
+# The machine is shared with other jobs: generation speed is not what this test is about.
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.one_of(
+        st.dictionaries(st.sampled_from([*FEATURES, "other"]), anything, max_size=5),
+        st.fixed_dictionaries({f: st.one_of(finite, anything) for f in FEATURES}),
+    )
+)
+def test_a_record_is_accepted_exactly_when_it_has_four_numeric_features(
+    registry: Registry, record: dict[str, object]
+) -> None:
+    """Validation accepts a record if and only if it has exactly the four features, all finite numbers."""
+    good = set(record) == set(FEATURES) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 3.4e38
+        for v in record.values()
+    )
+    if good:
+        assert validate_records(registry.get("iris"), [record], 10) == [[record[f] for f in FEATURES]]
+    else:
+        with pytest.raises(InvalidInput) as caught:
+            validate_records(registry.get("iris"), [record], 10)
+        assert {d["index"] for d in caught.value.details} == {0}

@@ -1,0 +1,151 @@
+"""Start and stop the service's processes on this machine: redis-server, workers, the API and Flower."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_answers(url: str) -> bool:
+    """Tell whether a Redis server answers a ping at the URL."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    """Poll check() until it is true, or raise after the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def http_status(url: str) -> int:
+    """Return the HTTP status of a GET, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URLs we built)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+@dataclass
+class Stack:
+    """The processes of one local deployment, all started with the same INFER_ environment."""
+
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.run_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            argv,
+            env=env or self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops each in order
+        )
+
+    def start_redis(self, port: int, password: str | None = None) -> str:
+        """Start a private redis-server with an append-only file and return its URL."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed: run 'make redis' or install it")
+        data = self.run_dir / "redis"
+        data.mkdir(exist_ok=True)
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]  # fmt: skip
+        if password:
+            argv += ["--requirepass", password]
+        self._spawn("redis", argv)
+        auth = f":{password}@" if password else ""
+        url = f"redis://{auth}127.0.0.1:{port}/0"
+        wait_until(lambda: redis_answers(url), 15, "redis-server")
+        self.env["INFER_REDIS_URL"] = url
+        return url
+
+    def start_worker(self, name: str, concurrency: int) -> None:
+        """Start one Celery worker with its own pool of processes."""
+        argv = [str(BIN / "celery"), "-A", "worker.main", "worker", "--loglevel", "INFO",
+                "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--without-mingle",
+                "--without-gossip"]  # fmt: skip
+        self._spawn(name, argv)
+
+    def stop_worker(self, name: str, timeout: float = 30) -> None:
+        """Stop one worker warmly: it finishes its current tasks, then exits."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def workers(self) -> list[str]:
+        """Return the names of the running workers, in start order."""
+        return [name for name in self.procs if name.startswith("worker")]
+
+    def start_api(self, port: int, processes: int = 1, extra: list[str] | None = None) -> str:
+        """Start the API under gunicorn with gevent and return its base URL."""
+        argv = [str(BIN / "gunicorn"), "--worker-class", "gevent", "--workers", str(processes),
+                "--worker-connections", "1000", "--bind", f"127.0.0.1:{port}",
+                "--graceful-timeout", "10", *(extra or []), "api.app:create_app()"]  # fmt: skip
+        self._spawn("api", argv)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_status(base + "/healthz") == 200, 30, "the API")
+        self.urls["api"] = base
+        return base
+
+    def start_flower(self, port: int, user: str, password: str) -> str:
+        """Start Flower on the broker with basic auth and return its URL."""
+        broker = self.env["INFER_REDIS_URL"]
+        argv = [str(BIN / "celery"), "--broker", broker, "flower", f"--port={port}",
+                "--address=127.0.0.1", f"--basic-auth={user}:{password}", "--persistent=True",
+                f"--db={self.run_dir / 'flower.db'}"]  # fmt: skip
+        self._spawn("flower", argv)
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Stop every process, Redis last so workers can record what they finish."""
+        for group in ([n for n in self.procs if n != "redis"], [n for n in self.procs if n == "redis"]):
+            for name in group:
+                if self.procs[name].poll() is None:
+                    self.procs[name].send_signal(signal.SIGTERM)
+            for name in group:
+                try:
+                    self.procs[name].wait(30)
+                except subprocess.TimeoutExpired:
+                    self.procs[name].kill()
+                    self.procs[name].wait()
+        self.procs.clear()
