@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import redis
+from kombu.exceptions import OperationalError
 
 from api.services import Services
 from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
 from shared.store import NewJob
 from shared.tasks import PREDICT, ChunkMessage
+
+Records = list[Any] | npt.NDArray[np.float32]
 
 
 def idempotency(key: str | None, model: str, body: bytes) -> tuple[str, str] | None:
@@ -22,25 +31,36 @@ def idempotency(key: str | None, model: str, body: bytes) -> tuple[str, str] | N
     return key_hash, body_hash
 
 
-def chunk_messages(job_id: str, manifest: Manifest, rows: list[Any], size: int) -> list[ChunkMessage]:
-    """Split a job's rows into the chunk messages workers predict."""
+def chunk_messages(job_id: str, manifest: Manifest, rows: Records, size: int) -> list[ChunkMessage]:
+    """Split a job's rows into chunk messages; only a single-chunk job carries its rows along."""
+    starts = range(0, len(rows), size)
+    inline = len(starts) == 1
     return [
         ChunkMessage(
             job=job_id,
             model=manifest.name,
             version=manifest.version,
             chunk=index,
-            inputs=rows[start : start + size],
+            inputs=_as_list(rows[start : start + size]) if inline else None,
         )
-        for index, start in enumerate(range(0, len(rows), size))
+        for index, start in enumerate(starts)
     ]
+
+
+def _as_list(rows: Records) -> list[Any]:
+    return rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
+
+
+def _stored_chunks(rows: Records, size: int) -> Iterator[bytes]:
+    for start in range(0, len(rows), size):
+        yield orjson.dumps(rows[start : start + size], option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def submit_job(
     svc: Services,
     owner: str,
     manifest: Manifest,
-    rows: list[Any],
+    rows: Records,
     deadline_s: float | None,
     idem: tuple[str, str] | None,
 ) -> tuple[str, bool]:
@@ -77,6 +97,8 @@ def submit_job(
     if outcome == "existing":
         return job_id, False
     try:
+        if chunks > 1:
+            svc.store.put_inputs(job_id, _stored_chunks(rows, size))
         with svc.celery.producer_or_acquire() as producer:
             for message in chunk_messages(job_id, manifest, rows, size):
                 svc.celery.send_task(
@@ -86,9 +108,12 @@ def submit_job(
                     producer=producer,
                     retry=False,
                 )
-    except Exception as exc:
+    except (OperationalError, redis.RedisError) as exc:
         svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
         raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc
+    except Exception:
+        svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
+        raise
     svc.metrics.jobs.labels(manifest.name).inc()
     svc.metrics.records.labels(manifest.name).inc(len(rows))
     return job_id, True

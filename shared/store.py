@@ -1,7 +1,8 @@
 """The job store in Redis: job records, their outputs, the per-key index and the state machine.
 
 Keys (every one expires with the retention):
-``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of output chunks by index;
+``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of NDJSON output chunks by index;
+``job:{id}:in`` a bulk job's input chunks until they are predicted;
 ``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation time);
 ``idem:{owner}:{key}`` the job an Idempotency-Key created; ``queued:{model}`` a sorted set of the
 model's queued jobs, which bounds its queue; ``rate:{owner}:{second}`` submissions in a second.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -85,11 +86,12 @@ end
 return 'running'
 """
 
-# KEYS: job, outputs; ARGV: chunk index, outputs json, record count, predict ms, now, retention
+# KEYS: job, outputs, inputs; ARGV: chunk index, outputs ndjson, record count, predict ms, now, retention
 _FINISH_CHUNK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'predict_ms', ARGV[4])
@@ -102,12 +104,13 @@ end
 return 1
 """
 
-# KEYS: job, outputs, model's queued set; ARGV: status, error json, now, retention
+# KEYS: job, outputs, model's queued set, inputs; ARGV: status, error json, now, retention
 _END = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'queued' and status ~= 'running' then return status end
 redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 5))
+redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'completed_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -247,7 +250,7 @@ class JobStore:
     def discard(self, job_id: str, owner: str, model: str, idempotency_key: str | None) -> None:
         """Remove a job that was never published, so a failed submit leaves nothing behind."""
         pipe = self.client.pipeline()
-        pipe.delete(f"job:{job_id}", f"job:{job_id}:out")
+        pipe.delete(f"job:{job_id}", f"job:{job_id}:out", f"job:{job_id}:in")
         pipe.zrem(f"jobs:{owner}", job_id)
         pipe.zrem(f"queued:{model}", job_id)
         if idempotency_key:
@@ -274,8 +277,8 @@ class JobStore:
         return str(self._claim(keys=keys, args=[repr(time.time()), self.retention_s]))
 
     def finish_chunk(self, job_id: str, chunk: int, outputs: bytes, count: int, predict_ms: float) -> bool:
-        """Record one chunk's outputs once; the last chunk makes the job succeed."""
-        keys = [f"job:{job_id}", f"job:{job_id}:out"]
+        """Record one chunk's outputs (NDJSON) once; the last chunk makes the job succeed."""
+        keys = [f"job:{job_id}", f"job:{job_id}:out", f"job:{job_id}:in"]
         args: list[str | int | bytes] = [
             chunk, outputs, count, f"{predict_ms:.3f}", repr(time.time()), self.retention_s,
         ]  # fmt: skip
@@ -284,15 +287,32 @@ class JobStore:
     def end(self, job_id: str, model: str, status: str, code: str, message: str) -> str:
         """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""
         error = orjson.dumps({"code": code, "message": message})
-        keys = [f"job:{job_id}", f"job:{job_id}:out", f"queued:{model}"]
+        keys = [f"job:{job_id}", f"job:{job_id}:out", f"queued:{model}", f"job:{job_id}:in"]
         args: list[str | int | bytes] = [status, error, repr(time.time()), self.retention_s]
         return str(self._end(keys=keys, args=args))
 
-    def output_chunks(self, job_id: str, chunks: int) -> Iterator[list[Any]]:
-        """Yield a job's outputs chunk by chunk, in input order."""
+    def put_inputs(self, job_id: str, chunks: Iterable[bytes]) -> None:
+        """Keep a bulk job's input chunks (JSON arrays) until workers take them."""
+        pipe = self.client.pipeline(transaction=False)
+        for index, chunk in enumerate(chunks):
+            pipe.hset(f"job:{job_id}:in", str(index), chunk)
+        pipe.expire(f"job:{job_id}:in", self.retention_s)
+        pipe.execute()
+
+    def inputs(self, job_id: str, chunk: int) -> list[Any] | None:
+        """Return one stored input chunk, or None once the job has ended."""
+        raw = self.client.hget(f"job:{job_id}:in", str(chunk))
+        return orjson.loads(raw) if raw else None
+
+    def output_chunks(self, job_id: str, chunks: int) -> Iterator[str]:
+        """Yield a job's outputs as NDJSON text, chunk by chunk, in input order."""
         for index in range(chunks):
-            raw = self.client.hget(f"job:{job_id}:out", str(index))
-            yield orjson.loads(raw) if raw else []
+            yield cast(str, self.client.hget(f"job:{job_id}:out", str(index)) or "")
+
+    def outputs(self, job_id: str, chunks: int) -> list[Any]:
+        """Return every output of a job as one list, in input order."""
+        lines = "".join(self.output_chunks(job_id, chunks)).rstrip("\n")
+        return orjson.loads("[" + lines.replace("\n", ",") + "]") if lines else []
 
     def list_ids(self, owner: str, cursor: str | None, count: int) -> list[str]:
         """Return up to count of the owner's job ids older than the cursor, newest first."""

@@ -8,10 +8,13 @@ PREDICT = "infer.predict"
 
 
 class ChunkMessage(TypedDict):
-    """One chunk of one job: which records of which model version to predict."""
+    """One chunk of one job: which records of which model version to predict.
+
+    A small job's records travel in the message; a bulk job's wait in the job store (inputs None).
+    """
 
     job: str
     model: str
     version: str
     chunk: int
-    inputs: list[Any]
+    inputs: list[Any] | None

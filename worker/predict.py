@@ -22,8 +22,14 @@ def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessa
     """Predict every chunk whose job may still run and record its outputs; return how many ran."""
     groups: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
     for message in messages:
-        if store.claim(message["job"], message["model"]) == RUNNING:
-            groups[(message["model"], message["version"])].append(message)
+        if store.claim(message["job"], message["model"]) != RUNNING:
+            continue
+        if message["inputs"] is None:
+            stored = store.inputs(message["job"], message["chunk"])
+            if stored is None:  # predicted by an earlier delivery, or the job has ended
+                continue
+            message = {**message, "inputs": stored}
+        groups[(message["model"], message["version"])].append(message)
     for (name, version), group in groups.items():
         try:
             predictor = cache.get(name, version)
@@ -41,18 +47,16 @@ def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessa
 
 
 def _predict_together(store: JobStore, predict: Any, group: list[ChunkMessage]) -> None:
-    records = [record for message in group for record in message["inputs"]]
+    records = [record for message in group for record in message["inputs"] or ()]
     started = time.perf_counter()
     outputs = predict(records)
     share = (time.perf_counter() - started) * 1000 / max(1, len(records))
     offset = 0
     for message in group:
-        count = len(message["inputs"])
-        chunk_outputs = outputs[offset : offset + count]
+        count = len(message["inputs"] or ())
+        ndjson = b"".join(orjson.dumps(output) + b"\n" for output in outputs[offset : offset + count])
         offset += count
-        store.finish_chunk(
-            message["job"], message["chunk"], orjson.dumps(chunk_outputs), count, share * count
-        )
+        store.finish_chunk(message["job"], message["chunk"], ndjson, count, share * count)
 
 
 def _predict_alone(store: JobStore, predict: Any, message: ChunkMessage) -> None:

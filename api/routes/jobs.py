@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -10,9 +12,10 @@ import orjson
 from flask import Blueprint, Response, request
 
 from api.auth import current_owner
+from api.csv_input import parse_csv
 from api.responses import json_response
 from api.services import Services, services
-from api.submit import idempotency, submit_job
+from api.submit import Records, idempotency, submit_job
 from api.validation import parse_json, parse_submit, validate_records
 from api.views import job_urls, job_view
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
@@ -54,7 +57,7 @@ def _owned(svc: Services, job_id: str) -> JobRecord:
 def _with_outputs(svc: Services, record: JobRecord) -> dict[str, Any]:
     outputs = None
     if record.status == SUCCEEDED and record.total <= svc.settings.inline_limit:
-        outputs = [o for chunk in svc.store.output_chunks(record.id, record.chunks) for o in chunk]
+        outputs = svc.store.outputs(record.id, record.chunks)
     return job_view(record, outputs)
 
 
@@ -82,16 +85,22 @@ def submit(name: str) -> Response:
     """Validate a job's inputs against the model's schema and queue it."""
     svc = services()
     manifest = svc.registry.get(name)  # raises unknown_model before the body is read
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("Send the inputs as application/json.")
+    if request.mimetype not in ("application/json", "text/csv"):
+        raise UnsupportedMediaType("Send the inputs as application/json or text/csv.")
     wait = _requested_wait(svc)
     raw = request.get_data(cache=False)
-    body = parse_submit(parse_json(raw))
-    if body.version:
-        manifest = svc.registry.get(name, body.version)
-    rows = validate_records(manifest, body.inputs, svc.settings.max_records)
+    rows: Records
+    if request.mimetype == "text/csv":
+        deadline_s = None
+        rows = parse_csv(raw, manifest, svc.settings.max_records)
+    else:
+        body = parse_submit(parse_json(raw))
+        if body.version:
+            manifest = svc.registry.get(name, body.version)
+        deadline_s = body.deadline_s
+        rows = validate_records(manifest, body.inputs, svc.settings.max_records)
     idem = idempotency(request.headers.get("Idempotency-Key"), name, raw)
-    job_id, _ = submit_job(svc, current_owner(), manifest, rows, body.deadline_s, idem)
+    job_id, _ = submit_job(svc, current_owner(), manifest, rows, deadline_s, idem)
     return _answer(svc, job_id, wait, 202)
 
 
@@ -186,19 +195,21 @@ def stream_outputs(job_id: str) -> Response:
     return Response(_ndjson_lines(chunks), mimetype="application/x-ndjson")
 
 
-def _ndjson_lines(chunks: Iterator[list[Any]]) -> Iterator[bytes]:
+def _ndjson_lines(chunks: Iterator[str]) -> Iterator[bytes]:
     for chunk in chunks:
-        yield b"".join(orjson.dumps(output) + b"\n" for output in chunk)
+        yield chunk.encode()
 
 
-def _csv_lines(chunks: Iterator[list[Any]], labels: list[str] | None) -> Iterator[bytes]:
-    if labels is None:
-        yield b"value\n"
-        for chunk in chunks:
-            yield "".join(f"{o['value']!r}\n" for o in chunk).encode()
-        return
-    yield ("label," + ",".join(f"probability_{name}" for name in labels) + "\n").encode()
+def _csv_lines(chunks: Iterator[str], labels: list[str] | None) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["value"] if labels is None else ["label", *(f"probability_{n}" for n in labels)])
     for chunk in chunks:
-        yield "".join(
-            o["label"] + "," + ",".join(repr(o["probabilities"][n]) for n in labels) + "\n" for o in chunk
-        ).encode()
+        outputs = orjson.loads("[" + chunk.rstrip("\n").replace("\n", ",") + "]") if chunk else []
+        if labels is None:
+            writer.writerows([o["value"]] for o in outputs)
+        else:
+            writer.writerows([o["label"], *(o["probabilities"][n] for n in labels)] for o in outputs)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()

@@ -1,0 +1,100 @@
+"""Bulk jobs: CSV bodies split into chunks across workers, progress, cancel and streamed outputs."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import redis
+
+from tests.integration.conftest import Api
+from tools.stack import free_port
+
+CSV = {"Content-Type": "text/csv"}
+
+
+def _csv(features: list[str], rows: np.ndarray) -> bytes:
+    buffer = io.StringIO()
+    np.savetxt(buffer, rows, delimiter=",", header=",".join(features), comments="", fmt="%.6g")
+    return buffer.getvalue().encode()
+
+
+@pytest.fixture
+def chunked(stack_factory: Any, api: Api) -> Api:
+    """Return a client of an API that splits jobs into chunks of 100 records."""
+    return Api(stack_factory(INFER_CHUNK_SIZE="100", INFER_INLINE_LIMIT="50").start_api(free_port()))
+
+
+def test_a_csv_job_in_many_chunks_streams_every_output_in_input_order(chunked: Api, registry: Any) -> None:
+    """A 1,050-row CSV job becomes 11 chunks whose outputs stream back in row order, as NDJSON and CSV."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    rows = np.vstack([data.data] * 2)[:1050]
+    features = registry.get("breast-cancer").features
+    shuffled = [features[i] for i in np.random.default_rng(1).permutation(len(features))]
+    body = _csv(shuffled, rows[:, [features.index(f) for f in shuffled]])  # columns in any order
+    job = chunked.request("POST", "/v1/models/breast-cancer/jobs", data=body, headers={**CSV, "Prefer": "wait=60"}).json()
+    assert job.get("status") == "succeeded", job
+    assert job["progress"] == {"done": 1050, "total": 1050}
+    assert job["outputs"] is None  # over the inline limit: only the stream has them
+    lines = chunked.request("GET", job["urls"]["outputs"]).content.splitlines()
+    labels = [orjson.loads(line)["label"] for line in lines]
+    expected = np.asarray(data.target_names)[np.concatenate([data.target] * 2)[:1050]]
+    assert len(labels) == 1050
+    assert np.mean(np.asarray(labels) == expected) > 0.95
+    table = chunked.request("GET", job["urls"]["outputs"], headers={"Accept": "text/csv"}).text.splitlines()
+    assert table[0] == "label,probability_benign,probability_malignant"
+    assert [r.split(",")[0] for r in table[1:]] == labels
+
+
+def test_a_text_csv_job_is_predicted(chunked: Api) -> None:
+    """A text model takes a CSV with one text column, quoted as CSV quotes it."""
+    body = b'text\n"Dear winner, claim your prize, send the fee today"\n"Lunch at noon, see you, Ana"\n'
+    job = chunked.request("POST", "/v1/models/scam-email/jobs", data=body, headers={**CSV, "Prefer": "wait=30"}).json()
+    assert [o["label"] for o in job["outputs"]] == ["scam", "ordinary"]
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [
+        (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,x,3,4\n", 1, "sepal_width"),
+        (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,3\n", 1, None),
+        (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,nan,4\n", 0, "petal_length"),
+        (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,1e39,4\n", 0, "petal_length"),
+        (b"sepal_length,sepal_width,petal_length\n1,2,3\n", None, "petal_width"),
+        (b"sepal_length,sepal_width,petal_length,petal_width\n", None, "inputs"),
+    ],
+)
+def test_bad_csv_rows_get_422_naming_row_and_column_and_enqueue_nothing(
+    api: Api, clean_redis: redis.Redis, body: bytes, index: int | None, field: str | None
+) -> None:
+    """A bad cell, a short row, a missing column or no rows is refused with its row and column."""
+    response = api.request("POST", "/v1/models/iris/jobs", data=body, headers=CSV)
+    assert response.status_code == 422, response.text
+    detail = response.json()["error"]["details"][0]
+    assert detail.get("index") == index
+    assert detail["field"] == field
+    assert clean_redis.llen("inference") == 0
+    assert not list(clean_redis.scan_iter("job:*"))
+
+
+def test_cancel_stops_a_bulk_job_between_chunks(stack_factory: Any, clean_redis: redis.Redis) -> None:
+    """A canceled bulk job ends canceled, its remaining chunks are never predicted, and its inputs are freed."""
+    stack = stack_factory(INFER_CHUNK_SIZE="10", INFER_QUEUE_NAME="cancel")
+    api = Api(stack.start_api(free_port()))
+    body = _csv(["sepal_length", "sepal_width", "petal_length", "petal_width"], np.ones((500, 4)))
+    job_id = api.request("POST", "/v1/models/iris/jobs", data=body, headers=CSV).json()["id"]
+    assert clean_redis.hlen(f"job:{job_id}:in") == 50  # no worker consumes this queue yet
+    canceled = api.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+    assert canceled["status"] == "canceled"
+    assert not clean_redis.exists(f"job:{job_id}:in")
+    stack.start_worker("worker-cancel", 1)
+    job = api.request("GET", f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled"
+    assert job["progress"]["done"] == 0
+    api.request("GET", f"/v1/jobs/{job_id}?wait=3")
+    assert api.request("GET", f"/v1/jobs/{job_id}").json()["progress"]["done"] == 0
