@@ -7,7 +7,7 @@ EXAMPLES := $(REGISTRY)/iris/1.0.0/manifest.json $(REGISTRY)/breast-cancer/1.0.0
             $(REGISTRY)/scam-email/1.0.0/manifest.json
 CODE := api shared worker models tools tests
 
-.PHONY: run test lint models redis scale-up scale-down clean
+.PHONY: run test lint models redis browser scale-up scale-down clean
 
 $(BIN)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ redis:
 	  echo "installing redis-server from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# The /docs page is tested in a real headless Chromium.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: $(BIN)/.installed models redis
 	$(BIN)/python -m tools.run
 
@@ -34,7 +40,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
-test: $(BIN)/.installed redis lint
+test: $(BIN)/.installed redis browser lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 scale-up:
