@@ -37,7 +37,8 @@ def test_a_csv_job_in_many_chunks_streams_every_output_in_input_order(chunked: A
     features = registry.get("breast-cancer").features
     shuffled = [features[i] for i in np.random.default_rng(1).permutation(len(features))]
     body = _csv(shuffled, rows[:, [features.index(f) for f in shuffled]])  # columns in any order
-    job = chunked.request("POST", "/v1/models/breast-cancer/jobs", data=body, headers={**CSV, "Prefer": "wait=60"}).json()
+    path = "/v1/models/breast-cancer/jobs"
+    job = chunked.request("POST", path, data=body, headers={**CSV, "Prefer": "wait=60"}).json()
     assert job.get("status") == "succeeded", job
     assert job["progress"] == {"done": 1050, "total": 1050}
     assert job["outputs"] is None  # over the inline limit: only the stream has them
@@ -54,7 +55,8 @@ def test_a_csv_job_in_many_chunks_streams_every_output_in_input_order(chunked: A
 def test_a_text_csv_job_is_predicted(chunked: Api) -> None:
     """A text model takes a CSV with one text column, quoted as CSV quotes it."""
     body = b'text\n"Dear winner, claim your prize, send the fee today"\n"Lunch at noon, see you, Ana"\n'
-    job = chunked.request("POST", "/v1/models/scam-email/jobs", data=body, headers={**CSV, "Prefer": "wait=30"}).json()
+    path = "/v1/models/scam-email/jobs"
+    job = chunked.request("POST", path, data=body, headers={**CSV, "Prefer": "wait=30"}).json()
     assert [o["label"] for o in job["outputs"]] == ["scam", "ordinary"]
 
 
@@ -83,7 +85,7 @@ def test_bad_csv_rows_get_422_naming_row_and_column_and_enqueue_nothing(
 
 
 def test_cancel_stops_a_bulk_job_between_chunks(stack_factory: Any, clean_redis: redis.Redis) -> None:
-    """A canceled bulk job ends canceled, its remaining chunks are never predicted, and its inputs are freed."""
+    """A canceled bulk job ends canceled, its chunks are never predicted, and its inputs are freed."""
     stack = stack_factory(INFER_CHUNK_SIZE="10", INFER_QUEUE_NAME="cancel")
     api = Api(stack.start_api(free_port()))
     body = _csv(["sepal_length", "sepal_width", "petal_length", "petal_width"], np.ones((500, 4)))
