@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import Flask, Response, g, request
@@ -9,8 +10,10 @@ from flask import Flask, Response, g, request
 from api.auth import owner_of_request
 from api.errors import register_error_handlers
 from api.metrics import Metrics
+from api.publisher import CoalescingPublisher
 from api.routes import docs, health, jobs, models
 from api.services import EXTENSION, Services, WorkerProbe, services
+from api.submit import send_messages
 from api.waiter import CompletionWaiter
 from shared.celery_app import make_celery
 from shared.registry import Registry
@@ -38,6 +41,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         waiter=CompletionWaiter(connect(settings, blocking=True)),
         metrics=Metrics(client, settings.queue_name),
         workers=WorkerProbe(celery),
+        publisher=CoalescingPublisher(
+            functools.partial(send_messages, celery, settings.queue_name), settings.max_batch_jobs
+        ),
     )
     for blueprint in (jobs.bp, models.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)

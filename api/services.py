@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from api.metrics import Metrics
+from api.publisher import CoalescingPublisher
 from api.waiter import CompletionWaiter
 from shared.registry import Registry
 from shared.settings import Settings
@@ -38,7 +39,7 @@ class WorkerProbe:
 
 @dataclass
 class Services:
-    """Settings, job store, registry, publisher, waiter, metrics and worker probe of one app."""
+    """The settings and the shared objects (store, registry, broker, waiter, metrics) of one app."""
 
     settings: Settings
     store: JobStore
@@ -47,6 +48,7 @@ class Services:
     waiter: CompletionWaiter
     metrics: Metrics
     workers: WorkerProbe
+    publisher: CoalescingPublisher
 
 
 EXTENSION = "infer"

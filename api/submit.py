@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 import redis
+from celery import Celery
+from kombu import Producer
 from kombu.exceptions import OperationalError
 
 from api.services import Services
@@ -20,6 +22,13 @@ from shared.store import NewJob
 from shared.tasks import PREDICT, ChunkMessage
 
 Records = list[Any] | npt.NDArray[np.float32]
+
+
+def send_messages(
+    celery: Celery, queue: str, messages: Sequence[ChunkMessage], producer: Producer | None = None
+) -> None:
+    """Publish one task message carrying the chunk messages, failing at once if the broker is away."""
+    celery.send_task(PREDICT, args=[list(messages)], queue=queue, producer=producer, retry=False)
 
 
 def idempotency(key: str | None, model: str, body: bytes) -> tuple[str, str] | None:
@@ -99,15 +108,13 @@ def submit_job(
     try:
         if chunks > 1:
             svc.store.put_inputs(job_id, _stored_chunks(rows, size))
-        with svc.celery.producer_or_acquire() as producer:
-            for message in chunk_messages(job_id, manifest, rows, size):
-                svc.celery.send_task(
-                    PREDICT,
-                    args=[[message]],
-                    queue=svc.settings.queue_name,
-                    producer=producer,
-                    retry=False,
-                )
+        messages = chunk_messages(job_id, manifest, rows, size)
+        if len(messages) == 1:
+            svc.publisher.publish(messages)
+        else:  # one message a chunk, so the chunks spread over every worker
+            with svc.celery.producer_or_acquire() as producer:
+                for message in messages:
+                    send_messages(svc.celery, svc.settings.queue_name, [message], producer)
     except (OperationalError, redis.RedisError) as exc:
         svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
         raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc

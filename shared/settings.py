@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     queue_full_retry_s: int = Field(default=5, gt=0)
     # Job submissions a second per API key; 0 means no limit.
     rate_limit_per_s: int = Field(default=0, ge=0)
+    # Single-record jobs submitted together travel in one message of at most this many jobs.
+    max_batch_jobs: int = Field(default=64, gt=0)
     chunk_size: int = Field(default=5_000, gt=0)
     queue_name: str = "inference"
     # A message unacknowledged this long (its worker died) goes back to the queue.

@@ -155,6 +155,17 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class FinishedChunk:
+    """The outputs a worker predicted for one chunk of one job."""
+
+    job: str
+    chunk: int
+    outputs: bytes
+    count: int
+    predict_ms: float
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """A job as the store holds it."""
 
@@ -271,18 +282,25 @@ class JobStore:
             pipe.hgetall(f"job:{job_id}")
         return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
 
-    def claim(self, job_id: str, model: str) -> str:
-        """Mark a job running unless it ended or its deadline passed; return its status."""
-        keys = [f"job:{job_id}", f"queued:{model}"]
-        return str(self._claim(keys=keys, args=[repr(time.time()), self.retention_s]))
+    def claim(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+        """Mark (job id, model) pairs running unless ended or past deadline; return each status."""
+        pipe = self.client.pipeline(transaction=False)
+        now = repr(time.time())
+        for job_id, model in jobs:
+            self._claim(keys=[f"job:{job_id}", f"queued:{model}"], args=[now, self.retention_s], client=pipe)
+        return [str(status) for status in pipe.execute()]
 
-    def finish_chunk(self, job_id: str, chunk: int, outputs: bytes, count: int, predict_ms: float) -> bool:
-        """Record one chunk's outputs (NDJSON) once; the last chunk makes the job succeed."""
-        keys = [f"job:{job_id}", f"job:{job_id}:out", f"job:{job_id}:in"]
-        args: list[str | int | bytes] = [
-            chunk, outputs, count, f"{predict_ms:.3f}", repr(time.time()), self.retention_s,
-        ]  # fmt: skip
-        return bool(self._finish(keys=keys, args=args))
+    def finish_chunks(self, chunks: Sequence[FinishedChunk]) -> None:
+        """Record each chunk's outputs (NDJSON) once; a job's last chunk makes it succeed."""
+        pipe = self.client.pipeline(transaction=False)
+        now = repr(time.time())
+        for done in chunks:
+            keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in"]
+            args: list[str | int | bytes] = [
+                done.chunk, done.outputs, done.count, f"{done.predict_ms:.3f}", now, self.retention_s,
+            ]  # fmt: skip
+            self._finish(keys=keys, args=args, client=pipe)
+        pipe.execute()
 
     def end(self, job_id: str, model: str, status: str, code: str, message: str) -> str:
         """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""

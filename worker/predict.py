@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from shared.errors import ModelLoadError
-from shared.store import FAILED, RUNNING, JobStore
+from shared.store import FAILED, RUNNING, FinishedChunk, JobStore
 from shared.tasks import ChunkMessage
 from worker.cache import ModelCache
 
@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessage]) -> int:
     """Predict every chunk whose job may still run and record its outputs; return how many ran."""
     groups: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
-    for message in messages:
-        if store.claim(message["job"], message["model"]) != RUNNING:
+    statuses = store.claim([(m["job"], m["model"]) for m in messages])
+    for message, status in zip(messages, statuses, strict=True):
+        if status != RUNNING:
             continue
         if message["inputs"] is None:
             stored = store.inputs(message["job"], message["chunk"])
@@ -51,12 +52,14 @@ def _predict_together(store: JobStore, predict: Any, group: list[ChunkMessage]) 
     started = time.perf_counter()
     outputs = predict(records)
     share = (time.perf_counter() - started) * 1000 / max(1, len(records))
+    finished = []
     offset = 0
     for message in group:
         count = len(message["inputs"] or ())
         ndjson = b"".join(orjson.dumps(output) + b"\n" for output in outputs[offset : offset + count])
         offset += count
-        store.finish_chunk(message["job"], message["chunk"], ndjson, count, share * count)
+        finished.append(FinishedChunk(message["job"], message["chunk"], ndjson, count, share * count))
+    store.finish_chunks(finished)
 
 
 def _predict_alone(store: JobStore, predict: Any, message: ChunkMessage) -> None:
