@@ -73,7 +73,9 @@ def _sklearn_scores(estimator: Any, task: Task, rows: Any) -> npt.NDArray[np.flo
 def _onnx_scores(path: Path, task: Task, rows: Any, text: bool) -> npt.NDArray[np.float64]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a refused conversion is reported in the manifest, not on stderr
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     feed = np.asarray(rows, dtype=object if text else np.float32)
     if text:
         feed = feed.reshape(-1, 1)

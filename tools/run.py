@@ -57,6 +57,12 @@ def main() -> int:
             stack.stop_worker(names[-1])
             print(f"stopped {names[-1]} (warm shutdown): {len(names) - 1} workers")
 
+    def interrupt(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # A shell that starts this in the background ignores SIGINT for it: take it back, and SIGTERM too.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGUSR1, scale)
     signal.signal(signal.SIGUSR2, scale)
     PID_FILE.write_text(str(os.getpid()))
