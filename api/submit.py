@@ -24,6 +24,24 @@ from shared.tasks import PREDICT, ChunkMessage
 Records = list[Any] | npt.NDArray[np.float32]
 
 
+def _publish_again(svc: Services, job_id: str) -> None:
+    """Publish the unfinished chunks of a job a retry found, in case the first request died first.
+
+    Workers claim each chunk once, so a chunk that was in the queue all along is predicted once.
+    """
+    record = svc.store.get(job_id)
+    if record is None or record.terminal:
+        return
+    messages = [
+        ChunkMessage(job=job_id, model=record.model, version=record.version, chunk=chunk, inputs=None)
+        for chunk in svc.store.pending_chunks(job_id)
+    ]
+    if messages:
+        with svc.celery.producer_or_acquire() as producer:
+            for message in messages:
+                send_messages(svc.celery, svc.settings.queue_name, [message], producer)
+
+
 def send_messages(
     celery: Celery, queue: str, messages: Sequence[ChunkMessage], producer: Producer | None = None
 ) -> None:
@@ -85,7 +103,9 @@ def submit_job(
         deadline_at=time.time() + deadline_s if deadline_s else None,
     )
     limits = svc.settings
-    outcome, job_id = svc.store.create(new, idem, limits.max_queued_per_model, limits.rate_limit_per_s)
+    # An idempotent job keeps its inputs in the store too, so a retry can publish it again.
+    kept = orjson.dumps(_as_list(rows)) if idem and chunks == 1 else b""
+    outcome, job_id = svc.store.create(new, idem, limits.max_queued_per_model, limits.rate_limit_per_s, kept)
     if outcome == "rate_limited":
         raise RateLimited(
             f"This API key may submit {limits.rate_limit_per_s} jobs a second.",
@@ -104,6 +124,7 @@ def submit_job(
             [{"field": "Idempotency-Key", "reason": f"already created job {job_id}"}],
         )
     if outcome == "existing":
+        _publish_again(svc, job_id)
         return job_id, False
     try:
         if chunks > 1:

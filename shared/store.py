@@ -36,8 +36,8 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 DONE_CHANNEL = "jobs:done"
 ID_LENGTH = 32
 
-# KEYS: job, owner index, idempotency key or '', model's queued set, owner's rate counter
-# ARGV: retention, oldest id kept, body hash, job id, now, max queued, rate limit, then fields
+# KEYS: job, owner index, idempotency key or '', model's queued set, owner's rate counter, inputs
+# ARGV: retention, oldest id kept, body hash, job id, now, max queued, rate limit, inputs or '', fields
 _CREATE = """
 local job, index, idem, queued, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if idem ~= '' then
@@ -57,8 +57,12 @@ end
 redis.call('ZREMRANGEBYSCORE', queued, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[1]))
 if redis.call('ZCARD', queued) >= tonumber(ARGV[6]) then return {'queue_full', ''} end
 if idem ~= '' then redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1]) end
-redis.call('HSET', job, unpack(ARGV, 8))
+redis.call('HSET', job, unpack(ARGV, 9))
 redis.call('EXPIRE', job, ARGV[1])
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[6], 0, ARGV[8])
+  redis.call('EXPIRE', KEYS[6], ARGV[1])
+end
 redis.call('ZADD', queued, ARGV[5], ARGV[4])
 redis.call('ZADD', index, 0, ARGV[4])
 redis.call('ZREMRANGEBYLEX', index, '-', '(' .. ARGV[2])
@@ -228,16 +232,17 @@ class JobStore:
         idempotency: tuple[str, str] | None = None,
         max_queued: int = 0,
         rate_limit: int = 0,
+        inputs: bytes = b"",
     ) -> tuple[str, str]:
-        """Write a queued job unless limits refuse it; return (outcome, id).
+        """Write a queued job (and its one input chunk, if given) unless limits refuse it.
 
-        The outcome is created, existing (the Idempotency-Key's job), conflict (that key with
-        another body), rate_limited or queue_full.
+        Returns (outcome, id); the outcome is created, existing (the Idempotency-Key's job),
+        conflict (that key with another body), rate_limited or queue_full.
         """
         now = time.time()
         job_id = new_job_id(now)
         oldest = new_job_id(now - self.retention_s)[:14]
-        fields: list[str | float | int] = [
+        fields: list[str | float | int | bytes] = [
             "owner", job.owner, "model", job.model, "version", job.version,
             "status", QUEUED, "created_at", repr(now), "total", job.total,
             "done", 0, "chunks", job.chunks, "chunks_done", 0,
@@ -251,9 +256,10 @@ class JobStore:
             f"idem:{job.owner}:{idem_key}" if idem_key else "",
             f"queued:{job.model}",
             f"rate:{job.owner}:{int(now)}",
+            f"job:{job_id}:in",
         ]
-        args: list[str | float | int] = [
-            self.retention_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit,
+        args: list[str | float | int | bytes] = [
+            self.retention_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit, inputs,
         ]  # fmt: skip
         outcome, found = self._create(keys=keys, args=args + fields)
         return str(outcome), str(found)
@@ -316,6 +322,10 @@ class JobStore:
             pipe.hset(f"job:{job_id}:in", str(index), chunk)
         pipe.expire(f"job:{job_id}:in", self.retention_s)
         pipe.execute()
+
+    def pending_chunks(self, job_id: str) -> list[int]:
+        """Return the chunks of a job whose inputs still wait to be predicted."""
+        return sorted(int(chunk) for chunk in self.client.hkeys(f"job:{job_id}:in"))
 
     def inputs(self, job_id: str, chunk: int) -> list[Any] | None:
         """Return one stored input chunk, or None once the job has ended."""

@@ -36,8 +36,8 @@ def main() -> int:
             print(f"using the Redis at {url}")
             stack.env["INFER_REDIS_URL"] = url
         else:
-            url = stack.start_redis(free_port())
-            print(f"started a private redis-server at {url} (data in {RUN_DIR}/redis)")
+            url = stack.start_redis(free_port(), password=secrets.token_urlsafe(16))
+            print(f"started a private redis-server with a password (data in {RUN_DIR}/redis)")
         for index in range(1, workers + 1):
             stack.start_worker(f"worker{index}", concurrency)
         base = stack.start_api(_port("API_PORT", 8000))

@@ -69,7 +69,8 @@ def _answer(svc: Services, job_id: str, wait: float | None, accepted_status: int
             svc.waiter.wait(job_id, wait, lambda: svc.store.get(job_id) is None or _ended(svc, job_id))
             record = _owned(svc, job_id)
         headers["Preference-Applied"] = f"wait={wait:g}"
-    status = 200 if record.terminal else accepted_status
+    # A submit answers 200 only when its requested wait saw the job finish (API.md).
+    status = 200 if record.terminal and wait is not None else accepted_status
     if accepted_status == 202:
         headers["Location"] = job_urls(job_id)["get"]
     return json_response(_with_outputs(svc, record), status, headers)
