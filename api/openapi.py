@@ -252,7 +252,12 @@ def openapi_document() -> dict[str, Any]:
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": 500},
                     },
-                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    },
                 ],
                 "responses": {"200": _json("JobList", "A page of jobs."), **_errors(401, 422)},
             }

@@ -28,6 +28,14 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500
 
 
+def _refuse_unknown_query(*known: str) -> None:
+    """Raise InvalidInput naming each query parameter the route does not take."""
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        details = [{"field": name[:64], "reason": "not a parameter of this route"} for name in unknown[:20]]
+        raise InvalidInput("The query has parameters this route does not take.", details)
+
+
 def _requested_wait(svc: Services) -> float | None:
     """Return the seconds the client asked to wait, from ?wait= or Prefer: wait=, capped."""
     raw = request.args.get("wait")
@@ -109,6 +117,7 @@ def submit(name: str) -> Response:
 def get_job(job_id: str) -> Response:
     """Return a job, holding the answer while it runs when asked to wait."""
     svc = services()
+    _refuse_unknown_query("wait")
     return _answer(svc, job_id, _requested_wait(svc), 200)
 
 
@@ -130,9 +139,10 @@ def cancel_job(job_id: str) -> Response:
 def list_jobs() -> Response:
     """List this key's jobs, newest first, filtered by status and model."""
     svc = services()
-    status = request.args.get("status") or None
-    model = request.args.get("model") or None
-    cursor = request.args.get("cursor") or None
+    _refuse_unknown_query("status", "model", "limit", "cursor")
+    status = request.args.get("status")
+    model = request.args.get("model")
+    cursor = request.args.get("cursor")
     details = []
     if status is not None and status not in STATUSES:
         details.append({"field": "status", "reason": f"one of {', '.join(STATUSES)}"})
@@ -161,7 +171,7 @@ def list_jobs() -> Response:
         svc.store.forget(owner, [i for i, r in zip(ids, records, strict=True) if r is None])
         for job_id, record in zip(ids, records, strict=True):
             scanned_to = job_id
-            if record is None or (status and record.status != status) or (model and record.model != model):
+            if record is None or status not in (None, record.status) or model not in (None, record.model):
                 continue
             jobs.append(job_view(record))
             if len(jobs) == limit:

@@ -1,0 +1,275 @@
+"""Hostile requests: each gets its exact 4xx and error body, and none enqueues anything."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Producer
+
+from tests.integration.conftest import Api
+from tools.stack import Stack, free_port
+
+IRIS = "/v1/models/iris/jobs"
+JSON = {"Content-Type": "application/json"}
+GOOD = [5.1, 3.5, 1.4, 0.2]
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"inputs": [' + b"[" * depth + b"1" + b"]" * depth + b"]}"
+
+
+# (what is tried, path, body, headers, status, code, field named in details or None)
+CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
+    ("NaN", IRIS, b'{"inputs": [[NaN, 1, 2, 3]]}', JSON, 400, "invalid_json", None),
+    ("Infinity", IRIS, b'{"inputs": [[Infinity, 1, 2, 3]]}', JSON, 400, "invalid_json", None),
+    ("number beyond double", IRIS, b'{"inputs": [[1e400, 1, 2, 3]]}', JSON, 400, "invalid_json", None),
+    (
+        "number beyond float32",
+        IRIS,
+        b'{"inputs": [[1e39, 1, 2, 3]]}',
+        JSON,
+        422,
+        "invalid_input",
+        "sepal_length",
+    ),
+    (
+        "huge integer",
+        IRIS,
+        b'{"inputs": [[' + b"9" * 40 + b", 1, 2, 3]]}",
+        JSON,
+        422,
+        "invalid_input",
+        "sepal_length",
+    ),
+    (
+        "integer beyond double",
+        IRIS,
+        b'{"inputs": [[' + b"9" * 400 + b", 1, 2, 3]]}",
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "string for a number",
+        IRIS,
+        b'{"inputs": [{"sepal_length": "5.1", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}',
+        JSON,
+        422,
+        "invalid_input",
+        "sepal_length",
+    ),
+    (
+        "boolean for a number",
+        IRIS,
+        b'{"inputs": [[true, 1, 2, 3]]}',
+        JSON,
+        422,
+        "invalid_input",
+        "sepal_length",
+    ),
+    (
+        "missing field",
+        IRIS,
+        b'{"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]}',
+        JSON,
+        422,
+        "invalid_input",
+        "petal_width",
+    ),
+    (
+        "extra field",
+        IRIS,
+        b'{"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, '
+        b'"x": 1}]}',
+        JSON,
+        422,
+        "invalid_input",
+        "x",
+    ),
+    ("empty input list", IRIS, b'{"inputs": []}', JSON, 422, "invalid_input", "inputs"),
+    (
+        "too many records",
+        IRIS,
+        b'{"inputs": [' + b",".join([b"[1,2,3,4]"] * 101) + b"]}",
+        JSON,
+        422,
+        "invalid_input",
+        "inputs",
+    ),
+    ("inputs not a list", IRIS, b'{"inputs": "all of them"}', JSON, 422, "invalid_input", "inputs"),
+    ("body not an object", IRIS, b"[[1, 2, 3, 4]]", JSON, 422, "invalid_input", None),
+    ("deeply nested JSON", IRIS, _nested(50_000), JSON, 400, "invalid_json", None),
+    ("nested within the parser's limit", IRIS, _nested(500), JSON, 422, "invalid_input", None),
+    ("invalid UTF-8", IRIS, b'{"inputs": [{"text": "\xff\xfe"}]}', JSON, 400, "invalid_json", None),
+    (
+        "invalid UTF-8 in CSV",
+        IRIS,
+        b"sepal_length\n\xff\n",
+        {"Content-Type": "text/csv"},
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "wrong content type",
+        IRIS,
+        b'{"inputs": [[1, 2, 3, 4]]}',
+        {"Content-Type": "text/plain"},
+        415,
+        "unsupported_media_type",
+        None,
+    ),
+    (
+        "no content type",
+        IRIS,
+        b'{"inputs": [[1, 2, 3, 4]]}',
+        {"Content-Type": ""},
+        415,
+        "unsupported_media_type",
+        None,
+    ),
+    (
+        "form body",
+        IRIS,
+        b"inputs=1",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        415,
+        "unsupported_media_type",
+        None,
+    ),
+    (
+        "body over the limit",
+        IRIS,
+        b'{"inputs": [' + b"[1,2,3,4]," * 30_000 + b"[1,2,3,4]]}",
+        JSON,
+        413,
+        "payload_too_large",
+        None,
+    ),
+    (
+        "model name traversal",
+        "/v1/models/..%2f..%2fetc%2fpasswd/jobs",
+        b'{"inputs": [[1, 2, 3, 4]]}',
+        JSON,
+        404,
+        "not_found",
+        None,
+    ),
+    (
+        "model name dots",
+        "/v1/models/%2e%2e/jobs",
+        b'{"inputs": [[1, 2, 3, 4]]}',
+        JSON,
+        404,
+        "unknown_model",
+        None,
+    ),
+    (
+        "model name with a slash",
+        "/v1/models/iris%2f..%2firis/jobs",
+        b'{"inputs": [[1, 2, 3, 4]]}',
+        JSON,
+        404,
+        "not_found",
+        None,
+    ),
+    (
+        "version traversal",
+        IRIS,
+        b'{"inputs": [[1, 2, 3, 4]], "version": "../../etc"}',
+        JSON,
+        404,
+        "unknown_version",
+        None,
+    ),
+    ("job id traversal", "/v1/jobs/%2e%2e%2f%2e%2e%2fetc/cancel", b"", JSON, 404, "not_found", None),
+    ("job id of another shape", "/v1/jobs/job:1/cancel", b"", JSON, 404, "unknown_job", None),
+]
+
+
+@pytest.fixture(scope="module")
+def strict_api(stack_factory: Callable[..., Stack], api_base: str) -> Api:
+    """Start an API with a small body limit and at most 100 records a job."""
+    return Api(stack_factory(INFER_MAX_BODY_BYTES="200000", INFER_MAX_RECORDS="100").start_api(free_port()))
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "body", "headers", "status", "code", "field"), CASES, ids=[case[0] for case in CASES]
+)
+def test_each_malformed_request_gets_its_exact_error_and_enqueues_nothing(
+    strict_api: Api, clean_redis: redis.Redis, what: str, path: str, body: bytes, headers: dict[str, str],
+    status: int, code: str, field: str | None,
+) -> None:  # fmt: skip
+    """A malformed request is refused with the status, code and field API.md gives, leaving nothing queued."""
+    response = strict_api.request("POST", path, data=body, headers=headers)
+    assert response.status_code == status, (what, response.text[:300])
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if field is not None:
+        assert field in {d.get("field") for d in error["details"]}
+    assert clean_redis.llen("inference") == 0
+    assert [
+        k for k in clean_redis.scan_iter(count=1000) if not k.startswith(("_kombu", "unacked", "rate:"))
+    ] == []
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent_whole(strict_api: Api) -> None:
+    """A declared length over the limit is answered 413 at once, though the body never arrives."""
+    host, port = strict_api.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/models/iris/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-alpha\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n" + b'{"inputs": ['
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"payload_too_large" not in answer and time.monotonic() - started < 5:
+            answer += conn.recv(4096)
+    assert time.monotonic() - started < 5
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b'"payload_too_large"' in answer
+
+
+def test_a_pickle_message_on_the_queue_is_refused_and_never_run(
+    service: Stack, redis_url: str, tmp_path: Path, clean_redis: redis.Redis, api: Api
+) -> None:
+    """A task message serialised with pickle, carrying code to run, is refused by the worker unopened."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (Path.touch, (marker,))
+
+    with Connection(redis_url) as conn:
+        producer = Producer(
+            conn.channel(), exchange=Exchange("inference", type="direct"), routing_key="inference"
+        )
+        producer.publish(
+            ((Exploit(),), {}, {}),
+            serializer="pickle",
+            headers={
+                "task": "infer.predict",
+                "id": "exploit",
+                "lang": "py",
+                "argsrepr": "",
+                "kwargsrepr": "",
+            },
+            declare=[],
+        )
+    log = service.run_dir / "worker-main.log"
+    deadline = time.monotonic() + 10
+    while b"untrusted content of type pickle" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"untrusted content of type pickle" in log.read_bytes()
+    assert not marker.exists()
+    assert clean_redis.llen("inference") == 0  # the worker took it off the queue, and threw it away
+    # The worker still serves afterwards.
+    assert api.submit("iris", [GOOD], wait=10).json()["status"] == "succeeded"
