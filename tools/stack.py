@@ -77,8 +77,11 @@ class Stack:
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops each in order
         )
 
-    def start_redis(self, port: int, password: str | None = None) -> str:
-        """Start a private redis-server with an append-only file and return its URL."""
+    def start_redis(self, port: int, password: str | None = None, tls: Path | None = None) -> str:
+        """Start a private redis-server with an append-only file and return its URL.
+
+        With tls, a folder holding ca.crt, server.crt and server.key, it speaks only TLS.
+        """
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("redis-server is not installed: run 'make redis' or install it")
@@ -88,9 +91,16 @@ class Stack:
                 "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]  # fmt: skip
         if password:
             argv += ["--requirepass", password]
+        query = ""
+        if tls:
+            argv[1:3] = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no",
+                         "--tls-cert-file", str(tls / "server.crt"),
+                         "--tls-key-file", str(tls / "server.key"),
+                         "--tls-ca-cert-file", str(tls / "ca.crt")]  # fmt: skip
+            query = f"?ssl_cert_reqs=required&ssl_ca_certs={tls / 'ca.crt'}"
         self._spawn("redis", argv)
         auth = f":{password}@" if password else ""
-        url = f"redis://{auth}127.0.0.1:{port}/0"
+        url = f"{'rediss' if tls else 'redis'}://{auth}127.0.0.1:{port}/0{query}"
         wait_until(lambda: redis_answers(url), 15, "redis-server")
         self.env["INFER_REDIS_URL"] = url
         return url
