@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import skops.io as sio
 
-from shared.registry import NAME_RE, VERSION_RE, Manifest, file_sha256, write_version
+from shared.registry import NAME_RE, SKOPS_TRUSTED_TYPES, VERSION_RE, Manifest, file_sha256, write_version
 
 Task = Literal["classification", "regression"]
 TEXT_LIMIT = 20_000
@@ -114,6 +114,21 @@ def _convert_to_onnx(
     return agree, check
 
 
+def _save_without_pickle(estimator: Any, folder: Path) -> str:
+    """Save the estimator with skops when it holds only trusted types, else with joblib; return the file."""
+    path = folder / "model.skops"
+    try:
+        sio.dump(estimator, path)
+        untrusted = set(sio.get_untrusted_types(file=path)) - SKOPS_TRUSTED_TYPES
+    except Exception:  # skops cannot serialise every object an estimator may hold
+        untrusted = {"(skops could not save it)"}
+    if not untrusted:
+        return path.name
+    path.unlink(missing_ok=True)
+    joblib.dump(estimator, folder / "model.joblib")
+    return "model.joblib"
+
+
 def publish(
     estimator: Any,
     *,
@@ -134,12 +149,11 @@ def publish(
     labels = [str(c) for c in estimator.classes_] if task == "classification" else None
     with tempfile.TemporaryDirectory(dir=registry.parent if registry.exists() else None) as tmp:
         staging = Path(tmp)
-        skops_path = staging / "model.skops"
-        sio.dump(estimator, skops_path)
+        scikit_artifact = _save_without_pickle(estimator, staging)
         converted, check = _convert_to_onnx(
             estimator, task, features, text, check_rows, staging / "model.onnx"
         )
-        artifact = "model.onnx" if converted else "model.skops"
+        artifact = "model.onnx" if converted else scikit_artifact
         manifest = Manifest(
             name=name,
             version=version,
@@ -152,7 +166,8 @@ def publish(
             deterministic=True,
             runtime="onnx" if converted else "sklearn",
             artifact=artifact,
-            artifact_format="onnx" if converted else "skops",
+            artifact_format="onnx" if converted else ("joblib" if artifact == "model.joblib" else "skops"),
+            executes_code_on_load=artifact == "model.joblib",
             artifacts={p.name: file_sha256(p) for p in sorted(staging.iterdir())},
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             metrics={**(metrics or {}), **check},

@@ -16,6 +16,10 @@ from shared.errors import UnknownModel, UnknownVersion
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^\d{1,6}\.\d{1,6}\.\d{1,6}$")
 MANIFEST = "manifest.json"
+# The types, beyond those skops trusts itself, that a skops artifact may hold and still be loaded.
+# Anything else makes the publisher fall back to joblib (declared in the manifest) and the worker
+# refuse the skops file.
+SKOPS_TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 DEFAULT_FILE = "default"
 
 
@@ -35,6 +39,9 @@ class Manifest(BaseModel):
     artifact: str
     artifact_format: Literal["onnx", "skops", "joblib"]
     artifacts: dict[str, str] = Field(description="sha256 of every artifact file, by file name")
+    executes_code_on_load: bool = Field(
+        default=False, description="true only for a joblib artifact, which runs code when loaded"
+    )
     created_at: str
     metrics: dict[str, Any] = Field(default_factory=dict)
 

@@ -33,6 +33,7 @@ def test_manifests_record_every_artifact_digest_and_the_onnx_check(
         assert manifest.artifacts == {name: file_sha256(folder / name) for name in manifest.artifacts}
         assert manifest.artifact in manifest.artifacts
         assert "test_accuracy" in manifest.metrics
+        assert not manifest.executes_code_on_load  # every example loads without running code
     forest = registry.get("breast-cancer")
     assert forest.runtime == "onnx"
     assert forest.metrics["onnx_max_abs_diff"] < 0.05
@@ -73,3 +74,54 @@ def registry_artifact(root: Path, name: str) -> str:
     registry = Registry(root)
     registry.refresh()
     return registry.get(name).artifact
+
+
+def _double(values: np.ndarray) -> np.ndarray:
+    """Double every value: a function of the user's own, which skops cannot vouch for."""
+    return values * 2
+
+
+def _custom_pipeline() -> object:
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rows = np.arange(40, dtype=float).reshape(20, 2)
+    return make_pipeline(FunctionTransformer(_double), LinearRegression()).fit(rows, rows.sum(axis=1))
+
+
+def test_an_estimator_skops_cannot_vouch_for_is_published_as_joblib_and_declared(tmp_path: Path) -> None:
+    """An estimator holding an untrusted type falls back to joblib, says so, and still serves."""
+    from models.publish import publish
+
+    manifest = publish(
+        _custom_pipeline(), registry=tmp_path, name="sums", version="1.0.0", features=["a", "b"],
+        task="regression", check_rows=np.ones((3, 2)),
+    )  # fmt: skip
+    assert manifest.artifact_format == "joblib"
+    assert manifest.executes_code_on_load
+    assert "model.skops" not in manifest.artifacts
+    assert load_predictor(tmp_path, manifest).predict([[3.0, 4.0]])[0]["value"] == pytest.approx(7.0)
+
+
+def test_a_skops_file_with_untrusted_types_is_refused(tmp_path: Path) -> None:
+    """A skops artifact holding a type outside the trusted list is refused even with a matching digest."""
+    import skops.io as sio
+
+    from models.publish import publish
+
+    model = _custom_pipeline()
+    manifest = publish(
+        model, registry=tmp_path, name="sneaky", version="1.0.0", features=["a", "b"], task="regression",
+        check_rows=np.ones((3, 2)),
+    )  # fmt: skip
+    skops_file = tmp_path / "sneaky" / "1.0.0" / "model.skops"
+    sio.dump(model, skops_file)
+    forged = manifest.model_copy(
+        update={
+            "artifact": "model.skops", "artifact_format": "skops", "executes_code_on_load": False,
+            "artifacts": {"model.skops": file_sha256(skops_file)},
+        }
+    )  # fmt: skip
+    with pytest.raises(ModelLoadError, match="untrusted types"):
+        load_predictor(tmp_path, forged)

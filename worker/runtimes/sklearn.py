@@ -1,35 +1,39 @@
-"""The scikit-learn runtime: serves an estimator stored with skops, trusting only known types."""
+"""The scikit-learn runtime: serves an estimator from skops (known types only) or, if declared, joblib."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import skops.io as sio
 
 from shared.errors import ModelLoadError
-from shared.registry import Manifest
+from shared.registry import SKOPS_TRUSTED_TYPES, Manifest
 from worker.runtimes.base import as_matrix, format_outputs
-
-# skops refuses any type not trusted; these are the libraries whose types an estimator may hold.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
 
 
 class SklearnPredictor:
     """Predicts with a scikit-learn estimator loaded from a skops file."""
 
     def __init__(self, manifest: Manifest, artifact: Path) -> None:
+        self.manifest = manifest
+        if manifest.artifact_format == "joblib" and manifest.executes_code_on_load:
+            # Its sha256 matched the manifest's before this point: it is the file that was published.
+            self._estimator: Any = joblib.load(artifact)
+            return
         if manifest.artifact_format != "skops":
-            raise ModelLoadError(f"{manifest.name} {manifest.version}: only skops files are loaded")
+            raise ModelLoadError(
+                f"{manifest.name} {manifest.version}: cannot load a {manifest.artifact_format} file"
+            )
         untrusted = sio.get_untrusted_types(file=artifact)
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        refused = sorted(set(untrusted) - SKOPS_TRUSTED_TYPES)
         if refused:
             raise ModelLoadError(
-                f"{manifest.name} {manifest.version}: artifact holds untrusted types {refused[:5]}"
+                f"{manifest.name} {manifest.version}: the skops file holds untrusted types {refused[:5]}"
             )
-        self.manifest = manifest
-        self._estimator: Any = sio.load(artifact, trusted=untrusted)
+        self._estimator = sio.load(artifact, trusted=untrusted)
 
     def predict(self, records: list[Any]) -> list[dict[str, Any]]:
         """Return one output per record, in order."""
