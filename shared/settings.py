@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=5_000, gt=0)
     queue_name: str = "inference"
     # A message unacknowledged this long (its worker died) goes back to the queue.
-    visibility_timeout_s: int = Field(default=300, gt=0)
+    visibility_timeout_s: int = Field(default=60, gt=0)
     restore_interval_s: float = Field(default=10.0, gt=0)
     prefetch_multiplier: int = Field(default=4, gt=0)
     broker_timeout_s: float = Field(default=1.0, gt=0)

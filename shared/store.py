@@ -197,6 +197,12 @@ def _float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
+def _ndjson_list(text: str) -> list[Any]:
+    """Parse NDJSON text (one JSON value a line) into a list."""
+    lines = text.rstrip("\n")
+    return orjson.loads("[" + lines.replace("\n", ",") + "]") if lines else []
+
+
 def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
     return JobRecord(
         id=job_id,
@@ -281,6 +287,28 @@ class JobStore:
         raw = cast(dict[str, str], self.client.hgetall(f"job:{job_id}"))
         return _record(job_id, raw) if raw else None
 
+    def get_with_outputs(self, job_id: str, inline_limit: int) -> tuple[JobRecord | None, list[Any] | None]:
+        """Return a job's record and, once it succeeded with at most inline_limit outputs, those."""
+        if not is_job_id(job_id):
+            return None, None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(f"job:{job_id}")
+        pipe.hget(f"job:{job_id}:out", "0")  # a small job's one chunk comes in the same round trip
+        raw, first = pipe.execute()
+        if not raw:
+            return None, None
+        record = _record(job_id, raw)
+        if record.status != SUCCEEDED or record.total > inline_limit:
+            return record, None
+        if record.chunks == 1:
+            return record, _ndjson_list(first or "")
+        return record, self.outputs(job_id, record.chunks)
+
+    def ended(self, job_id: str) -> bool:
+        """Tell whether a job has ended, or no longer exists."""
+        status = self.client.hget(f"job:{job_id}", "status")
+        return status is None or status in TERMINAL
+
     def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         """Return the records of several jobs in one round trip."""
         pipe = self.client.pipeline(transaction=False)
@@ -339,8 +367,7 @@ class JobStore:
 
     def outputs(self, job_id: str, chunks: int) -> list[Any]:
         """Return every output of a job as one list, in input order."""
-        lines = "".join(self.output_chunks(job_id, chunks)).rstrip("\n")
-        return orjson.loads("[" + lines.replace("\n", ",") + "]") if lines else []
+        return _ndjson_list("".join(self.output_chunks(job_id, chunks)))
 
     def list_ids(self, owner: str, cursor: str | None, count: int) -> list[str]:
         """Return up to count of the owner's job ids older than the cursor, newest first."""

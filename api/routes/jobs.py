@@ -56,37 +56,32 @@ def _requested_wait(svc: Services) -> float | None:
 
 
 def _owned(svc: Services, job_id: str) -> JobRecord:
-    record = svc.store.get(job_id) if is_job_id(job_id) else None
+    record = svc.store.get(job_id)
     if record is None or record.owner != current_owner():
         raise UnknownJob("No job with this id exists for this API key.")
     return record
 
 
-def _with_outputs(svc: Services, record: JobRecord) -> dict[str, Any]:
-    outputs = None
-    if record.status == SUCCEEDED and record.total <= svc.settings.inline_limit:
-        outputs = svc.store.outputs(record.id, record.chunks)
-    return job_view(record, outputs)
+def _owned_view(svc: Services, job_id: str) -> tuple[JobRecord, dict[str, Any]]:
+    record, outputs = svc.store.get_with_outputs(job_id, svc.settings.inline_limit)
+    if record is None or record.owner != current_owner():
+        raise UnknownJob("No job with this id exists for this API key.")
+    return record, job_view(record, outputs)
 
 
 def _answer(svc: Services, job_id: str, wait: float | None, accepted_status: int) -> Response:
-    record = _owned(svc, job_id)
+    record, view = _owned_view(svc, job_id)
     headers = {}
     if wait is not None:
         if not record.terminal and wait > 0:
-            svc.waiter.wait(job_id, wait, lambda: svc.store.get(job_id) is None or _ended(svc, job_id))
-            record = _owned(svc, job_id)
+            svc.waiter.wait(job_id, wait, lambda: svc.store.ended(job_id))
+            record, view = _owned_view(svc, job_id)
         headers["Preference-Applied"] = f"wait={wait:g}"
     # A submit answers 200 only when its requested wait saw the job finish (API.md).
     status = 200 if record.terminal and wait is not None else accepted_status
     if accepted_status == 202:
         headers["Location"] = job_urls(job_id)["get"]
-    return json_response(_with_outputs(svc, record), status, headers)
-
-
-def _ended(svc: Services, job_id: str) -> bool:
-    status = svc.store.client.hget(f"job:{job_id}", "status")
-    return status is None or status not in ("queued", "running")
+    return json_response(view, status, headers)
 
 
 @bp.post("/v1/models/<name>/jobs")
@@ -132,7 +127,7 @@ def cancel_job(job_id: str) -> Response:
             f"The job has already ended as {record.status if outcome == 'missing' else outcome}.",
             [{"field": "status", "reason": outcome}],
         )
-    return json_response(_with_outputs(svc, _owned(svc, job_id)))
+    return json_response(_owned_view(svc, job_id)[1])
 
 
 @bp.get("/v1/jobs")

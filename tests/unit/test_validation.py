@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.validation import parse_json, parse_submit, validate_records
+from api.validation import numeric_bounds, parse_json, parse_submit, validate_records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Registry
 
@@ -22,6 +22,13 @@ def test_named_and_positional_records_become_rows_in_feature_order(registry: Reg
         [5.1, 3.5, 1.4, 0.2],
         [1, 2, 3, 4],
     ]
+
+
+def test_numbers_only_schemas_take_the_plain_path_and_others_do_not(registry: Registry) -> None:
+    """The examples' numeric schemas are recognised as plain number ranges; the text schema is not."""
+    assert numeric_bounds(registry.get("iris")) == (-3.4e38, 3.4e38)
+    assert numeric_bounds(registry.get("breast-cancer")) == (-3.4e38, 3.4e38)
+    assert numeric_bounds(registry.get("scam-email")) is None
 
 
 def test_text_records_become_strings(registry: Registry) -> None:
