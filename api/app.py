@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
         settings=settings,
-        store=JobStore(client, settings.retention_s),
+        store=JobStore(client, settings.retention_s, settings.max_job_age_s),
         registry=registry,
         celery=celery,
         waiter=CompletionWaiter(connect(settings, blocking=True)),

@@ -1,45 +1,34 @@
-"""Accepting a job: write its record, then publish its chunks; undo the record if publishing fails."""
+"""Accepting a job: keep its inputs, write its record, publish its chunks; undo it all on failure."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
-import numpy.typing as npt
-import orjson
 import redis
 from celery import Celery
 from kombu import Producer
 from kombu.exceptions import OperationalError
 
 from api.services import Services
+from shared.chunks import Records, encode_records
 from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
-from shared.store import NewJob
+from shared.store import NewJob, new_job_id
 from shared.tasks import PREDICT, ChunkMessage
 
-Records = list[Any] | npt.NDArray[np.float32]
+
+def body_digest(model: str) -> hashlib._Hash:
+    """Return the digest an Idempotency-Key's body is compared by, started with the model's name."""
+    return hashlib.sha256(model.encode() + b"\0")
 
 
-def _publish_again(svc: Services, job_id: str) -> None:
-    """Publish the unfinished chunks of a job a retry found, in case the first request died first.
-
-    Workers claim each chunk once, so a chunk that was in the queue all along is predicted once.
-    """
-    record = svc.store.get(job_id)
-    if record is None or record.terminal:
-        return
-    messages = [
-        ChunkMessage(job=job_id, model=record.model, version=record.version, chunk=chunk, inputs=None)
-        for chunk in svc.store.pending_chunks(job_id)
-    ]
-    if messages:
-        with svc.celery.producer_or_acquire() as producer:
-            for message in messages:
-                send_messages(svc.celery, svc.settings.queue_name, [message], producer)
+def idempotency(key: str | None, digest: hashlib._Hash) -> tuple[str, str] | None:
+    """Return the hashed Idempotency-Key and body digest, or None when no key was sent."""
+    if not key:
+        return None
+    return hashlib.sha256(key.encode()).hexdigest()[:32], digest.hexdigest()[:32]
 
 
 def send_messages(
@@ -49,63 +38,68 @@ def send_messages(
     celery.send_task(PREDICT, args=[list(messages)], queue=queue, producer=producer, retry=False)
 
 
-def idempotency(key: str | None, model: str, body: bytes) -> tuple[str, str] | None:
-    """Return the hashed Idempotency-Key and body digest, or None when no key was sent."""
-    if not key:
-        return None
-    key_hash = hashlib.sha256(key.encode()).hexdigest()[:32]
-    body_hash = hashlib.sha256(model.encode() + b"\0" + body).hexdigest()[:32]
-    return key_hash, body_hash
+def _message(job_id: str, manifest: Manifest, chunk: int, inputs: list[object] | None) -> ChunkMessage:
+    return ChunkMessage(job=job_id, model=manifest.name, version=manifest.version, chunk=chunk, inputs=inputs)
 
 
-def chunk_messages(job_id: str, manifest: Manifest, rows: Records, size: int) -> list[ChunkMessage]:
-    """Split a job's rows into chunk messages; only a single-chunk job carries its rows along."""
-    starts = range(0, len(rows), size)
-    inline = len(starts) == 1
-    return [
-        ChunkMessage(
-            job=job_id,
-            model=manifest.name,
-            version=manifest.version,
-            chunk=index,
-            inputs=_as_list(rows[start : start + size]) if inline else None,
-        )
-        for index, start in enumerate(starts)
-    ]
+def _publish_chunks(svc: Services, job_id: str, manifest: Manifest, chunks: Iterable[int]) -> None:
+    # One message a chunk, so a bulk job spreads over every worker.
+    with svc.celery.producer_or_acquire() as producer:
+        for chunk in chunks:
+            send_messages(
+                svc.celery, svc.settings.queue_name, [_message(job_id, manifest, chunk, None)], producer
+            )
 
 
-def _as_list(rows: Records) -> list[Any]:
-    return rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
-
-
-def _stored_chunks(rows: Records, size: int) -> Iterator[bytes]:
-    for start in range(0, len(rows), size):
-        yield orjson.dumps(rows[start : start + size], option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def submit_job(
-    svc: Services,
-    owner: str,
-    manifest: Manifest,
-    rows: Records,
-    deadline_s: float | None,
+def submit_records(
+    svc: Services, owner: str, manifest: Manifest, rows: Records, deadline_s: float | None,
     idem: tuple[str, str] | None,
-) -> tuple[str, bool]:
-    """Create and publish a job, or find the one its Idempotency-Key made; return (id, created)."""
+) -> str:  # fmt: skip
+    """Accept a job whose records are all at hand; return its id."""
     size = svc.settings.chunk_size
-    chunks = (len(rows) + size - 1) // size
-    new = NewJob(
-        owner=owner,
-        model=manifest.name,
-        version=manifest.version,
-        total=len(rows),
-        chunks=chunks,
-        deadline_at=time.time() + deadline_s if deadline_s else None,
-    )
+    if len(rows) <= size:
+        # A small job travels in its message; an idempotent one keeps its records too, for a retry.
+        kept = encode_records(manifest, rows) if idem else b""
+        job_id, created = _create(svc, owner, manifest, len(rows), 1, deadline_s, idem, kept, None)
+        if created:
+            inputs = rows if isinstance(rows, list) else rows.tolist()
+            message = _message(job_id, manifest, 0, inputs)
+            _guarded(svc, job_id, owner, manifest, idem, lambda: svc.publisher.publish([message]))
+        return job_id
+    job_id = new_job_id()
+    chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+    svc.store.put_inputs(job_id, {i: encode_records(manifest, chunk) for i, chunk in enumerate(chunks)})
+    return submit_stored(svc, owner, manifest, job_id, len(rows), len(chunks), deadline_s, idem)
+
+
+def submit_stored(
+    svc: Services, owner: str, manifest: Manifest, job_id: str, total: int, chunks: int,
+    deadline_s: float | None, idem: tuple[str, str] | None,
+) -> str:  # fmt: skip
+    """Accept a bulk job whose input chunks are already stored under job_id; return its id."""
+    found, created = _create(svc, owner, manifest, total, chunks, deadline_s, idem, b"", job_id)
+    if created:
+        _guarded(
+            svc, job_id, owner, manifest, idem, lambda: _publish_chunks(svc, job_id, manifest, range(chunks))
+        )
+    return found
+
+
+def _create(
+    svc: Services, owner: str, manifest: Manifest, total: int, chunks: int, deadline_s: float | None,
+    idem: tuple[str, str] | None, kept: bytes, job_id: str | None,
+) -> tuple[str, bool]:  # fmt: skip
+    """Write the job record; return (id, True), or (the id of the job a retry found, False)."""
     limits = svc.settings
-    # An idempotent job keeps its inputs in the store too, so a retry can publish it again.
-    kept = orjson.dumps(_as_list(rows)) if idem and chunks == 1 else b""
-    outcome, job_id = svc.store.create(new, idem, limits.max_queued_per_model, limits.rate_limit_per_s, kept)
+    new = NewJob(
+        owner=owner, model=manifest.name, version=manifest.version, total=total, chunks=chunks,
+        deadline_at=time.time() + deadline_s if deadline_s else None,
+    )  # fmt: skip
+    outcome, found = svc.store.create(
+        new, idem, limits.max_queued_per_model, limits.rate_limit_per_s, kept, job_id
+    )
+    if outcome != "created" and job_id:
+        svc.store.drop_inputs(job_id)
     if outcome == "rate_limited":
         raise RateLimited(
             f"This API key may submit {limits.rate_limit_per_s} jobs a second.",
@@ -121,27 +115,36 @@ def submit_job(
     if outcome == "conflict":
         raise Conflict(
             "This Idempotency-Key was used with another body.",
-            [{"field": "Idempotency-Key", "reason": f"already created job {job_id}"}],
+            [{"field": "Idempotency-Key", "reason": f"already created job {found}"}],
         )
     if outcome == "existing":
-        _publish_again(svc, job_id)
-        return job_id, False
+        _publish_again(svc, found, manifest)
+        return found, False
+    svc.metrics.jobs.labels(manifest.name).inc()
+    svc.metrics.records.labels(manifest.name).inc(total)
+    return found, True
+
+
+def _guarded(
+    svc: Services, job_id: str, owner: str, manifest: Manifest, idem: tuple[str, str] | None,
+    publish: Callable[[], None],
+) -> None:  # fmt: skip
+    """Publish, and if that fails take the job back so that nothing was accepted."""
     try:
-        if chunks > 1:
-            svc.store.put_inputs(job_id, _stored_chunks(rows, size))
-        messages = chunk_messages(job_id, manifest, rows, size)
-        if len(messages) == 1:
-            svc.publisher.publish(messages)
-        else:  # one message a chunk, so the chunks spread over every worker
-            with svc.celery.producer_or_acquire() as producer:
-                for message in messages:
-                    send_messages(svc.celery, svc.settings.queue_name, [message], producer)
+        publish()
     except (OperationalError, redis.RedisError) as exc:
         svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
         raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc
     except Exception:
         svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
         raise
-    svc.metrics.jobs.labels(manifest.name).inc()
-    svc.metrics.records.labels(manifest.name).inc(len(rows))
-    return job_id, True
+
+
+def _publish_again(svc: Services, job_id: str, manifest: Manifest) -> None:
+    """Publish the unfinished chunks of a job a retry found, in case the first request died first.
+
+    Workers claim each chunk once, so a chunk that was in the queue all along is predicted once.
+    """
+    record = svc.store.get(job_id)
+    if record is not None and not record.terminal:
+        _publish_chunks(svc, job_id, manifest, svc.store.pending_chunks(job_id))

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Hashes, never the keys: a leaked config file does not leak a credential.
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     retention_s: int = Field(default=86_400, gt=0)
+    # The longest an unfinished job is kept, so a job whose messages were lost cannot stay forever.
+    max_job_age_s: int = Field(default=7 * 86_400, gt=0)
     inline_limit: int = Field(default=1_000, gt=0)
     max_records: int = Field(default=1_000_000, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -1,6 +1,6 @@
 """The job store in Redis: job records, their outputs, the per-key index and the state machine.
 
-Keys (every one expires with the retention):
+Keys (an unfinished job's live up to its lifetime, a finished one's for the retention):
 ``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of NDJSON output chunks by index;
 ``job:{id}:in`` a bulk job's input chunks until they are predicted;
 ``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation time);
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -139,9 +139,18 @@ def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
 class JobStore:
     """Reads and changes job records in Redis; every state change is atomic."""
 
-    def __init__(self, client: redis.Redis, retention_s: int) -> None:
+    def __init__(self, client: redis.Redis, retention_s: int, lifetime_s: int = 7 * 86_400) -> None:
         self.client = client
+        # The same server and options, but bytes in and out, for the records of bulk chunks.
+        pool = client.connection_pool
+        self.binary = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "decode_responses": False},
+            )
+        )
         self.retention_s = retention_s
+        self.lifetime_s = max(lifetime_s, retention_s)
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH_CHUNK)
@@ -154,15 +163,18 @@ class JobStore:
         max_queued: int = 0,
         rate_limit: int = 0,
         inputs: bytes = b"",
+        job_id: str | None = None,
     ) -> tuple[str, str]:
         """Write a queued job (and its one input chunk, if given) unless limits refuse it.
+
+        A job whose input chunks were stored first comes with the id they were stored under.
 
         Returns (outcome, id); the outcome is created, existing (the Idempotency-Key's job),
         conflict (that key with another body), rate_limited or queue_full.
         """
         now = time.time()
-        job_id = new_job_id(now)
-        oldest = new_job_id(now - self.retention_s)[:14]
+        job_id = job_id or new_job_id(now)
+        oldest = new_job_id(now - self.lifetime_s)[:14]
         fields: list[str | float | int | bytes] = [
             "owner", job.owner, "model", job.model, "version", job.version,
             "status", QUEUED, "created_at", repr(now), "total", job.total,
@@ -180,7 +192,7 @@ class JobStore:
             f"job:{job_id}:in",
         ]
         args: list[str | float | int | bytes] = [
-            self.retention_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit, inputs,
+            self.lifetime_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit, inputs,
         ]  # fmt: skip
         outcome, found = self._create(keys=keys, args=args + fields)
         return str(outcome), str(found)
@@ -236,7 +248,8 @@ class JobStore:
         pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
         for job_id, model in jobs:
-            self._claim(keys=[f"job:{job_id}", f"queued:{model}"], args=[now, self.retention_s], client=pipe)
+            keys = [f"job:{job_id}", f"queued:{model}", f"job:{job_id}:in"]
+            self._claim(keys=keys, args=[now, self.retention_s], client=pipe)
         return [str(status) for status in pipe.execute()]
 
     def finish_chunks(self, chunks: Sequence[FinishedChunk]) -> None:
@@ -258,22 +271,25 @@ class JobStore:
         args: list[str | int | bytes] = [status, error, repr(time.time()), self.retention_s]
         return str(self._end(keys=keys, args=args))
 
-    def put_inputs(self, job_id: str, chunks: Iterable[bytes]) -> None:
-        """Keep a bulk job's input chunks (JSON arrays) until workers take them."""
-        pipe = self.client.pipeline(transaction=False)
-        for index, chunk in enumerate(chunks):
-            pipe.hset(f"job:{job_id}:in", str(index), chunk)
-        pipe.expire(f"job:{job_id}:in", self.retention_s)
+    def put_inputs(self, job_id: str, chunks: Mapping[int, bytes]) -> None:
+        """Keep some of a bulk job's input chunks, by number, until workers take them."""
+        pipe = self.binary.pipeline(transaction=False)
+        pipe.hset(f"job:{job_id}:in", mapping={str(index): chunk for index, chunk in chunks.items()})
+        pipe.expire(f"job:{job_id}:in", self.lifetime_s)
         pipe.execute()
+
+    def drop_inputs(self, job_id: str) -> None:
+        """Forget the input chunks of a job that will not be accepted."""
+        self.client.delete(f"job:{job_id}:in")
 
     def pending_chunks(self, job_id: str) -> list[int]:
         """Return the chunks of a job whose inputs still wait to be predicted."""
         return sorted(int(chunk) for chunk in self.client.hkeys(f"job:{job_id}:in"))
 
-    def inputs(self, job_id: str, chunk: int) -> list[Any] | None:
-        """Return one stored input chunk, or None once the job has ended."""
-        raw = self.client.hget(f"job:{job_id}:in", str(chunk))
-        return orjson.loads(raw) if raw else None
+    def inputs(self, job_id: str, chunk: int) -> bytes | None:
+        """Return one stored input chunk's bytes, or None once it was predicted or the job ended."""
+        raw = cast(bytes | None, self.binary.hget(f"job:{job_id}:in", str(chunk)))
+        return raw
 
     def output_chunks(self, job_id: str, chunks: int) -> Iterator[str]:
         """Yield a job's outputs as NDJSON text, chunk by chunk, in input order."""

@@ -1,7 +1,10 @@
 """The Lua scripts that make each change of a job's state one atomic step in Redis."""
 
+# An unfinished job's keys live up to the longest a job may wait (its lifetime); once it ends, its
+# record, outputs and idempotency key live for the retention (the terminal scripts set that).
+
 # KEYS: job, owner index, idempotency key or '', model's queued set, owner's rate counter, inputs
-# ARGV: retention, oldest id kept, body hash, job id, now, max queued, rate limit, inputs or '', fields
+# ARGV: lifetime, oldest id kept, body hash, job id, now, max queued, rate limit, inputs or '', fields
 CREATE = """
 local job, index, idem, queued, rate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if idem ~= '' then
@@ -20,8 +23,11 @@ if tonumber(ARGV[7]) > 0 then
 end
 redis.call('ZREMRANGEBYSCORE', queued, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[1]))
 if redis.call('ZCARD', queued) >= tonumber(ARGV[6]) then return {'queue_full', ''} end
-if idem ~= '' then redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1]) end
 redis.call('HSET', job, unpack(ARGV, 9))
+if idem ~= '' then
+  redis.call('SET', idem, ARGV[3] .. ' ' .. ARGV[4], 'EX', ARGV[1])
+  redis.call('HSET', job, 'idem', idem)
+end
 redis.call('EXPIRE', job, ARGV[1])
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[6], 0, ARGV[8])
@@ -34,7 +40,7 @@ redis.call('EXPIRE', index, ARGV[1])
 return {'created', ARGV[4]}
 """
 
-# KEYS: job, model's queued set; ARGV: now, retention
+# KEYS: job, model's queued set, inputs; ARGV: now, retention
 CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -45,6 +51,9 @@ if status == 'queued' and deadline and tonumber(ARGV[1]) > deadline then
   redis.call('HSET', KEYS[1], 'status', 'expired', 'completed_at', ARGV[1], 'error',
     '{"code":"expired","message":"The job was not started before its deadline."}')
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[3])
+  local idem = redis.call('HGET', KEYS[1], 'idem')
+  if idem then redis.call('EXPIRE', idem, ARGV[2]) end
   redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
   return 'expired'
 end
@@ -67,6 +76,8 @@ local finished = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 if finished >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'completed_at', ARGV[5])
   redis.call('EXPIRE', KEYS[1], ARGV[6])
+  local idem = redis.call('HGET', KEYS[1], 'idem')
+  if idem then redis.call('EXPIRE', idem, ARGV[6]) end
   redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
 end
 return 1
@@ -81,6 +92,8 @@ redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 5))
 redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'completed_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+local idem = redis.call('HGET', KEYS[1], 'idem')
+if idem then redis.call('EXPIRE', idem, ARGV[4]) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', 'jobs:done', string.sub(KEYS[1], 5))
 return 'ended'

@@ -6,65 +6,83 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-import orjson
+import numpy as np
 
+from shared.chunks import Records, as_rows, decode_records
 from shared.errors import ModelLoadError
 from shared.store import FAILED, RUNNING, FinishedChunk, JobStore
 from shared.tasks import ChunkMessage
 from worker.cache import ModelCache
+from worker.runtimes.base import Predictor, ndjson
 
 log = logging.getLogger(__name__)
+
+Work = tuple[ChunkMessage, Records]
 
 
 def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessage]) -> int:
     """Predict every chunk whose job may still run and record its outputs; return how many ran."""
-    groups: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
+    claimed: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
     statuses = store.claim([(m["job"], m["model"]) for m in messages])
     for message, status in zip(messages, statuses, strict=True):
-        if status != RUNNING:
-            continue
-        if message["inputs"] is None:
-            stored = store.inputs(message["job"], message["chunk"])
-            if stored is None:  # predicted by an earlier delivery, or the job has ended
-                continue
-            message = {**message, "inputs": stored}
-        groups[(message["model"], message["version"])].append(message)
-    for (name, version), group in groups.items():
+        if status == RUNNING:
+            claimed[(message["model"], message["version"])].append(message)
+    ran = 0
+    for (name, version), group in claimed.items():
         try:
             predictor = cache.get(name, version)
         except ModelLoadError as exc:
             for message in group:
                 store.end(message["job"], name, FAILED, exc.code, exc.message)
             continue
+        work = _with_records(store, predictor, group)
+        ran += len(work)
         try:
-            _predict_together(store, predictor.predict, group)
+            _predict_together(store, predictor, work)
         except Exception:  # one bad job must not fail the others it was batched with
             log.exception("batched predict of %s %s failed; predicting job by job", name, version)
-            for message in group:
-                _predict_alone(store, predictor.predict, message)
-    return sum(len(group) for group in groups.values())
+            for item in work:
+                _predict_alone(store, predictor, item)
+    return ran
 
 
-def _predict_together(store: JobStore, predict: Any, group: list[ChunkMessage]) -> None:
-    records = [record for message in group for record in message["inputs"] or ()]
+def _with_records(store: JobStore, predictor: Predictor, group: list[ChunkMessage]) -> list[Work]:
+    """Pair each message with its records, from the message or, for a bulk chunk, the store."""
+    work: list[Work] = []
+    for message in group:
+        if message["inputs"] is not None:
+            work.append((message, as_rows(predictor.manifest, message["inputs"])))
+            continue
+        raw = store.inputs(message["job"], message["chunk"])
+        if raw is not None:  # else an earlier delivery predicted it, or the job has ended
+            work.append((message, decode_records(predictor.manifest, raw)))
+    return work
+
+
+def _predict_together(store: JobStore, predictor: Predictor, work: list[Work]) -> None:
+    parts = [records for _, records in work]
+    if predictor.manifest.is_text:
+        records: Records = [record for part in parts for record in part]
+    else:
+        records = np.concatenate(parts) if len(parts) > 1 else parts[0]
     started = time.perf_counter()
-    outputs = predict(records)
+    scores = predictor.scores(records)
     share = (time.perf_counter() - started) * 1000 / max(1, len(records))
     finished = []
     offset = 0
-    for message in group:
-        count = len(message["inputs"] or ())
-        ndjson = b"".join(orjson.dumps(output) + b"\n" for output in outputs[offset : offset + count])
+    for message, part in work:
+        count = len(part)
+        lines = ndjson(predictor.manifest, scores[offset : offset + count])
         offset += count
-        finished.append(FinishedChunk(message["job"], message["chunk"], ndjson, count, share * count))
+        finished.append(FinishedChunk(message["job"], message["chunk"], lines, count, share * count))
     store.finish_chunks(finished)
 
 
-def _predict_alone(store: JobStore, predict: Any, message: ChunkMessage) -> None:
+def _predict_alone(store: JobStore, predictor: Predictor, item: Work) -> None:
     try:
-        _predict_together(store, predict, [message])
+        _predict_together(store, predictor, [item])
     except Exception as exc:  # the model itself refused these inputs
+        message = item[0]
         reason = f"The model failed on this input: {exc}"[:500]
         store.end(message["job"], message["model"], FAILED, "prediction_failed", reason)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
+from celery.exceptions import Reject
 
 from shared.registry import Registry
 from shared.settings import Settings
@@ -16,7 +18,7 @@ class WorkerState:
     """What one worker process keeps: its settings, its store connection and its loaded models."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = JobStore(connect(settings), settings.retention_s)
+        self.store = JobStore(connect(settings), settings.retention_s, settings.max_job_age_s)
         self.cache = ModelCache(Registry(settings.registry_path))
         self.cache.load_all()
 
@@ -33,7 +35,11 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=PREDICT, bind=False)
     def predict(messages: list[ChunkMessage]) -> int:
         """Predict a batch of job chunks and record their outputs."""
-        return run_chunks(current().store, current().cache, messages)
+        try:
+            return run_chunks(current().store, current().cache, messages)
+        except redis.RedisError as exc:
+            # Celery acknowledges a task that fails; this one must come back once Redis does.
+            raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
 
     from celery.signals import worker_process_init
 

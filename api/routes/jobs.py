@@ -12,14 +12,16 @@ import orjson
 from flask import Blueprint, Response, request
 
 from api.auth import current_owner
-from api.csv_input import parse_csv
+from api.csv_input import csv_chunks
 from api.responses import json_response
 from api.services import Services, services
-from api.submit import Records, idempotency, submit_job
+from api.submit import body_digest, idempotency, submit_records, submit_stored
 from api.validation import parse_json, parse_submit, validate_records
 from api.views import job_urls, job_view
+from shared.chunks import encode_records
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
-from shared.store import CANCELED, STATUSES, SUCCEEDED, JobRecord, is_job_id
+from shared.registry import Manifest
+from shared.store import CANCELED, STATUSES, SUCCEEDED, JobRecord, is_job_id, new_job_id
 
 bp = Blueprint("jobs", __name__)
 
@@ -92,20 +94,37 @@ def submit(name: str) -> Response:
     if request.mimetype not in ("application/json", "text/csv"):
         raise UnsupportedMediaType("Send the inputs as application/json or text/csv.")
     wait = _requested_wait(svc)
-    raw = request.get_data(cache=False)
-    rows: Records
+    owner = current_owner()
+    key = request.headers.get("Idempotency-Key")
+    digest = body_digest(name)
     if request.mimetype == "text/csv":
-        deadline_s = None
-        rows = parse_csv(raw, manifest, svc.settings.max_records)
+        job_id = _submit_csv(svc, owner, manifest, key, digest)
     else:
+        raw = request.get_data(cache=False)
+        digest.update(raw)
         body = parse_submit(parse_json(raw))
         if body.version:
             manifest = svc.registry.get(name, body.version)
-        deadline_s = body.deadline_s
         rows = validate_records(manifest, body.inputs, svc.settings.max_records)
-    idem = idempotency(request.headers.get("Idempotency-Key"), name, raw)
-    job_id, _ = submit_job(svc, current_owner(), manifest, rows, deadline_s, idem)
+        job_id = submit_records(svc, owner, manifest, rows, body.deadline_s, idempotency(key, digest))
     return _answer(svc, job_id, wait, 202)
+
+
+def _submit_csv(svc: Services, owner: str, manifest: Manifest, key: str | None, digest: Any) -> str:
+    """Read a CSV body block by block into stored chunks, then accept it as one bulk job."""
+    job_id = new_job_id()
+    total = chunks = 0
+    try:
+        for records in csv_chunks(
+            request.stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
+        ):
+            svc.store.put_inputs(job_id, {chunks: encode_records(manifest, records)})
+            total += len(records)
+            chunks += 1
+    except Exception:
+        svc.store.drop_inputs(job_id)
+        raise
+    return submit_stored(svc, owner, manifest, job_id, total, chunks, None, idempotency(key, digest))
 
 
 @bp.get("/v1/jobs/<job_id>")

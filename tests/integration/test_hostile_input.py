@@ -111,7 +111,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
     (
         "invalid UTF-8 in CSV",
         IRIS,
-        b"sepal_length\n\xff\n",
+        b"sepal_length,sepal_width,petal_length,petal_width\n\xff,1,2,3\n",
         {"Content-Type": "text/csv"},
         400,
         "invalid_json",

@@ -11,6 +11,7 @@ import pytest
 from shared.errors import ModelLoadError, UnknownModel, UnknownVersion
 from shared.registry import Registry, file_sha256
 from worker.cache import ModelCache, load_predictor
+from worker.runtimes.base import predict
 
 
 def test_registry_lists_models_versions_and_defaults(registry: Registry) -> None:
@@ -51,7 +52,7 @@ def test_runtimes_agree_with_each_other(registry_path: Path, registry: Registry)
         ),
     )
     rows = np.random.default_rng(0).normal(10, 5, size=(50, 30)).tolist()
-    assert [o["label"] for o in onnx.predict(rows)] == [o["label"] for o in skops.predict(rows)]
+    assert [o["label"] for o in predict(onnx, rows)] == [o["label"] for o in predict(skops, rows)]
 
 
 def test_a_tampered_or_missing_artifact_is_refused(registry_path: Path, tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_a_tampered_or_missing_artifact_is_refused(registry_path: Path, tmp_path
         cache.get("iris", "1.0.0")
     with pytest.raises(ModelLoadError, match="missing"):
         cache.get("scam-email", "1.0.0")
-    assert cache.get("breast-cancer", "1.0.0").predict([[1.0] * 30])[0]["label"] in ("benign", "malignant")
+    assert predict(cache.get("breast-cancer", "1.0.0"), [[1.0] * 30])[0]["label"] in ("benign", "malignant")
 
 
 def registry_artifact(root: Path, name: str) -> str:
@@ -101,7 +102,7 @@ def test_an_estimator_skops_cannot_vouch_for_is_published_as_joblib_and_declared
     assert manifest.artifact_format == "joblib"
     assert manifest.executes_code_on_load
     assert "model.skops" not in manifest.artifacts
-    assert load_predictor(tmp_path, manifest).predict([[3.0, 4.0]])[0]["value"] == pytest.approx(7.0)
+    assert predict(load_predictor(tmp_path, manifest), [[3.0, 4.0]])[0]["value"] == pytest.approx(7.0)
 
 
 def test_a_skops_file_with_untrusted_types_is_refused(tmp_path: Path) -> None:
@@ -125,3 +126,21 @@ def test_a_skops_file_with_untrusted_types_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(ModelLoadError, match="untrusted types"):
         load_predictor(tmp_path, forged)
+
+
+def test_ndjson_outputs_are_the_api_outputs_of_the_scores(registry: Registry) -> None:
+    """The fast NDJSON encoding gives the label of the highest probability and every probability."""
+    import orjson
+
+    from worker.runtimes.base import ndjson
+
+    iris = registry.get("iris")
+    scores = np.asarray([[0.1, 0.7, 0.2], [0.9999999, 1e-7, 0.0]])
+    lines = [orjson.loads(line) for line in ndjson(iris, scores).splitlines()]
+    assert lines == [
+        {"label": "versicolor", "probabilities": {"setosa": 0.1, "versicolor": 0.7, "virginica": 0.2}},
+        {"label": "setosa", "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0}},
+    ]
+    regression = iris.model_copy(update={"task": "regression", "labels": None})
+    assert ndjson(regression, np.asarray([[1.5], [-2.0]])) == b'{"value":1.5}\n{"value":-2.0}\n'
+    assert orjson.loads(ndjson(regression, np.asarray([[float("inf")]]))) == {"value": None}

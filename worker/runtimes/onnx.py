@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from shared.chunks import Records
 from shared.registry import Manifest
-from worker.runtimes.base import as_matrix, format_outputs
+from worker.runtimes.base import Scores, as_matrix
 
 
 class OnnxPredictor:
-    """Predicts with an onnxruntime session pinned to one thread, as one of many worker processes."""
+    """Scores with an onnxruntime session pinned to one thread, as one of many worker processes."""
 
     def __init__(self, manifest: Manifest, artifact: Path) -> None:
         options = ort.SessionOptions()
@@ -28,9 +28,7 @@ class OnnxPredictor:
         wanted = 1 if manifest.task == "classification" else 0
         self._output = self._session.get_outputs()[wanted].name
 
-    def predict(self, records: list[Any]) -> list[dict[str, Any]]:
-        """Return one output per record, in order."""
-        if not records:
-            return []
-        (scores,) = self._session.run([self._output], {self._input: as_matrix(self.manifest, records)})
-        return format_outputs(self.manifest, np.asarray(scores))
+    def scores(self, records: Records) -> Scores:
+        """Return class probabilities or values, one row a record."""
+        (found,) = self._session.run([self._output], {self._input: as_matrix(self.manifest, records)})
+        return np.asarray(found, dtype=np.float64).reshape(len(records), -1)

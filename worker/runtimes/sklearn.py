@@ -9,13 +9,14 @@ import joblib
 import numpy as np
 import skops.io as sio
 
+from shared.chunks import Records
 from shared.errors import ModelLoadError
 from shared.registry import SKOPS_TRUSTED_TYPES, Manifest
-from worker.runtimes.base import as_matrix, format_outputs
+from worker.runtimes.base import Scores, as_matrix
 
 
 class SklearnPredictor:
-    """Predicts with a scikit-learn estimator loaded from a skops file."""
+    """Scores with a scikit-learn estimator loaded from a skops (or declared joblib) file."""
 
     def __init__(self, manifest: Manifest, artifact: Path) -> None:
         self.manifest = manifest
@@ -35,17 +36,10 @@ class SklearnPredictor:
             )
         self._estimator = sio.load(artifact, trusted=untrusted)
 
-    def predict(self, records: list[Any]) -> list[dict[str, Any]]:
-        """Return one output per record, in order."""
-        if not records:
-            return []
+    def scores(self, records: Records) -> Scores:
+        """Return class probabilities or values, one row a record."""
         rows = as_matrix(self.manifest, records)
-        if self.manifest.is_text:
-            feed: Any = rows[:, 0].tolist()
-        else:
-            feed = rows.astype(np.float64)
+        feed: Any = rows[:, 0].tolist() if self.manifest.is_text else rows.astype(np.float64)
         if self.manifest.task == "classification":
-            scores = np.asarray(self._estimator.predict_proba(feed))
-        else:
-            scores = np.asarray(self._estimator.predict(feed))
-        return format_outputs(self.manifest, scores)
+            return np.asarray(self._estimator.predict_proba(feed), dtype=np.float64)
+        return np.asarray(self._estimator.predict(feed), dtype=np.float64).reshape(len(rows), 1)

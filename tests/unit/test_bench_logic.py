@@ -1,0 +1,149 @@
+"""The benchmark's own logic: HTTP framing, latency figures, pass/fail checks, profiles and the CSV body."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+
+import pytest
+
+from bench.client import Connection, HttpError, parse_head, render_head
+from bench.data import csv_body
+from bench.interactive import ClosedLoop
+from bench.profile import summarise
+from bench.report import closed_loop_figures, failures, latency, percentile, targets
+
+
+def test_head_is_parsed_with_lower_case_names() -> None:
+    """A status line and headers become the status and a dict of lower-cased names."""
+    head = b"HTTP/1.1 202 ACCEPTED\r\nContent-Length: 12\r\nLocation: /v1/jobs/x\r\n\r\n"
+    status, headers = parse_head(head)
+    assert status == 202
+    assert headers == {"content-length": "12", "location": "/v1/jobs/x"}
+
+
+def test_a_garbled_head_is_refused() -> None:
+    """Anything but an HTTP/1.x status line raises HttpError."""
+    with pytest.raises(HttpError):
+        parse_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_a_post_always_says_its_length() -> None:
+    """A POST carries Content-Length even when empty; a GET without a body carries none."""
+    assert b"Content-Length: 0\r\n" in render_head("POST", "/p", "h:1", {}, 0)
+    assert b"Content-Length" not in render_head("GET", "/p", "h:1", {"A": "b"}, 0)
+
+
+def test_connection_reads_sized_and_chunked_bodies_on_one_keep_alive_socket() -> None:
+    """Two requests on one connection: a Content-Length answer, then a chunked one streamed in pieces."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na\nb\r\n2\r\n\nc\r\n0\r\n\r\n",
+    ]
+    accepted = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        for answer in answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length")), 0)  # fmt: skip
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[bytes, list[bytes]]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = Connection("127.0.0.1", port)
+        first = await conn.request("POST", "/a", {}, b"body")
+        pieces = [piece async for _, piece in conn.stream("GET", "/b")]
+        await conn.close()
+        server.close()
+        await server.wait_closed()
+        return first.body, pieces
+
+    body, pieces = asyncio.run(scenario())
+    assert body == b"ok"
+    assert b"".join(pieces) == b"a\nb\nc"
+    assert accepted == [1]
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    """p50 of 1..100 is 50 and p99 is 99; no values give nan."""
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert math.isnan(percentile([], 50))
+    assert latency([])["p50"] is None
+
+
+def _document(**w1: object) -> dict[str, object]:
+    run = ClosedLoop(clients=1, attempted=1000, succeeded=1000, seconds=2.0, latencies_ms=[3.0] * 1000)
+    figures = closed_loop_figures(run)
+    figures.update(w1)
+    return {
+        "workloads": {"W1": figures},
+        "memory": {"api": [{"pid": 1, "model_libraries": []}], "api_peak_rss_mb": 50.0},
+    }
+
+
+def test_a_clean_run_passes_and_its_targets_are_judged() -> None:
+    """No loss, no errors: no failure; the figures are set against the targets."""
+    document = _document()
+    assert failures(document) == []
+    judged = {row["figure"]: row["met"] for row in targets(document)}
+    assert judged["W1.jobs_per_s"] is False
+    assert judged["W1.latency_ms.p99"] is True
+    assert judged["memory.api_peak_rss_mb"] is True
+    assert judged["W3.rows_per_s"] is None
+
+
+def test_a_lost_job_fails_the_run() -> None:
+    """One lost job is a failure whatever the speed."""
+    assert failures(_document(lost=1)) == ["W1: 1 lost"]
+
+
+def test_errors_fail_the_run_only_over_the_budget() -> None:
+    """One error in a thousand jobs is within the budget; two are not."""
+    assert failures(_document(errors=1)) == []
+    assert len(failures(_document(errors=2))) == 1
+
+
+def test_a_model_library_in_the_api_fails_the_run() -> None:
+    """The API process must not have scikit-learn or onnxruntime mapped."""
+    document = _document()
+    document["memory"] = {"api": [{"pid": 7, "model_libraries": ["sklearn"]}]}
+    assert failures(document) == ["API process 7 has ['sklearn'] mapped"]
+
+
+def test_profile_summary_splits_self_time_packages_and_our_functions() -> None:
+    """Collapsed stacks become shares of samples per process, leaf function, package and project function."""
+    collapsed = "\n".join(
+        [
+            'process 9:"gunicorn";handle (/v/site-packages/gunicorn/workers/ggevent.py:1);'
+            "submit (/repo/api/routes/jobs.py:90);send (/v/site-packages/gevent/_socketcommon.py:7) 3",
+            'process 9:"gunicorn";handle (/v/site-packages/gunicorn/workers/ggevent.py:1);'
+            "dumps (/usr/lib/python3.11/json/__init__.py:2) 1",
+        ]
+    )
+    summary = summarise(collapsed)
+    assert summary["samples"] == 4
+    assert summary["process_pct"] == {"9": 100.0}
+    assert summary["top_self_pct"][0] == ["send (gevent/_socketcommon.py)", 75.0]
+    packages = dict(summary["package_inclusive_pct"])
+    assert packages["gunicorn"] == 100.0
+    assert packages["stdlib:json"] == 25.0
+    assert summary["project_inclusive_pct"] == [["submit (api/routes/jobs.py)", 75.0]]
+
+
+def test_csv_body_has_a_header_and_exactly_the_rows_asked_for() -> None:
+    """The body cycles through the rows until it has as many as asked, after one header row."""
+    body = csv_body(["a", "b"], [[1.5, 2.0], [3.0, 4.25]], 5)
+    lines = body.decode().splitlines()
+    assert lines[0] == "a,b"
+    assert lines[1:] == ["1.5,2.0", "3.0,4.25", "1.5,2.0", "3.0,4.25", "1.5,2.0"]
+    assert Counter(lines[1:])["1.5,2.0"] == 3
