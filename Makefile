@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 REGISTRY ?= models/registry
 EXAMPLES := $(REGISTRY)/iris/1.0.0/manifest.json $(REGISTRY)/breast-cancer/1.0.0/manifest.json \
             $(REGISTRY)/scam-email/1.0.0/manifest.json
-CODE := api shared worker models tools tests
+CODE := api shared worker models tools tests bench
 
-.PHONY: run test lint models redis browser scale-up scale-down clean test-containers k8s-check
+.PHONY: run test lint models redis browser scale-up scale-down clean test-containers k8s-check bench bench-quick
 
 $(BIN)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ test-containers: $(BIN)/.installed
 # Render deploy/k8s with kubectl kustomize and validate it against the Kubernetes and KEDA schemas.
 k8s-check:
 	$(PYTHON) tools/k8s_check.py
+
+# The workloads of ../shared/BENCHMARKS.md on a private stack on loopback: one JSON document.
+bench: $(BIN)/.installed models redis
+	$(BIN)/python -m bench --out bench/results/bench.json
+
+# A few seconds a workload, for CI: fails if a job is lost or errors pass 0.1 %, whatever the speed.
+bench-quick: $(BIN)/.installed models redis
+	$(BIN)/python -m bench --quick --out bench/results/bench-quick.json
 
 scale-up:
 	kill -USR1 $$(cat .run/stack.pid)
