@@ -15,7 +15,7 @@ from api.services import Services
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
-from shared.store import NewJob, new_job_id
+from shared.store import NewJob
 from shared.tasks import PREDICT, ChunkMessage
 
 
@@ -52,21 +52,20 @@ def _publish_chunks(svc: Services, job_id: str, manifest: Manifest, chunks: Iter
 
 
 def submit_records(
-    svc: Services, owner: str, manifest: Manifest, rows: Records, deadline_s: float | None,
+    svc: Services, owner: str, manifest: Manifest, job_id: str, rows: Records, deadline_s: float | None,
     idem: tuple[str, str] | None,
 ) -> str:  # fmt: skip
-    """Accept a job whose records are all at hand; return its id."""
+    """Accept a job whose records are all at hand under job_id; return it, or the id a retry found."""
     size = svc.settings.chunk_size
     if len(rows) <= size:
         # A small job travels in its message; an idempotent one keeps its records too, for a retry.
         kept = encode_records(manifest, rows) if idem else b""
-        job_id, created = _create(svc, owner, manifest, len(rows), 1, deadline_s, idem, kept, None)
+        job_id, created = _create(svc, owner, manifest, len(rows), 1, deadline_s, idem, kept, job_id)
         if created:
             inputs = rows if isinstance(rows, list) else rows.tolist()
             message = _message(job_id, manifest, 0, inputs)
             _guarded(svc, job_id, owner, manifest, idem, lambda: svc.publisher.publish([message]))
         return job_id
-    job_id = new_job_id()
     chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
     svc.store.put_inputs(job_id, {i: encode_records(manifest, chunk) for i, chunk in enumerate(chunks)})
     return submit_stored(svc, owner, manifest, job_id, len(rows), len(chunks), deadline_s, idem)
@@ -87,7 +86,7 @@ def submit_stored(
 
 def _create(
     svc: Services, owner: str, manifest: Manifest, total: int, chunks: int, deadline_s: float | None,
-    idem: tuple[str, str] | None, kept: bytes, job_id: str | None,
+    idem: tuple[str, str] | None, kept: bytes, job_id: str,
 ) -> tuple[str, bool]:  # fmt: skip
     """Write the job record; return (id, True), or (the id of the job a retry found, False)."""
     limits = svc.settings
@@ -98,7 +97,7 @@ def _create(
     outcome, found = svc.store.create(
         new, idem, limits.max_queued_per_model, limits.rate_limit_per_s, kept, job_id
     )
-    if outcome != "created" and job_id:
+    if outcome != "created" and chunks > 1:
         svc.store.drop_inputs(job_id)
     if outcome == "rate_limited":
         raise RateLimited(

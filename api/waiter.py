@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import redis
 
@@ -18,6 +19,24 @@ log = logging.getLogger(__name__)
 RECHECK_S = 1.0
 
 
+class Watch:
+    """One request's interest in one job, registered before it looks, so no announcement is missed."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def wait(self, timeout: float, finished: Callable[[], bool]) -> None:
+        """Block until the job's end is announced or the timeout passes.
+
+        finished() is asked only when no announcement came for a while, in case one was missed
+        while the subscription was being made again.
+        """
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._event.wait(min(remaining, RECHECK_S)) or finished():
+                return
+
+
 class CompletionWaiter:
     """Wakes requests waiting on a job when a worker announces that the job has ended."""
 
@@ -27,22 +46,15 @@ class CompletionWaiter:
         self._waiting: dict[str, set[threading.Event]] = defaultdict(set)
         self._listener: threading.Thread | None = None
 
-    def wait(self, job_id: str, timeout: float, finished: Callable[[], bool]) -> bool:
-        """Block until finished() is true or the timeout passes; return finished()."""
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Watch]:
+        """Register interest in a job for the duration of the block."""
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
             self._waiting[job_id].add(event)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if finished():
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                event.wait(min(remaining, RECHECK_S))
-                event.clear()
+            yield Watch(event)
         finally:
             with self._lock:
                 events = self._waiting.get(job_id)

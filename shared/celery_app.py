@@ -31,7 +31,8 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": max(5.0, settings.broker_timeout_s),
         },
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
+        # Flower switches task events on while it watches (its enable_events); off, they cost nothing.
+        worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from api.services import Services, services
 from api.submit import body_digest, idempotency, submit_records, submit_stored
 from api.validation import parse_json, parse_submit, validate_records
 from api.views import job_urls, job_view
+from api.waiter import Watch
 from shared.chunks import encode_records
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
 from shared.registry import Manifest
@@ -71,19 +73,29 @@ def _owned_view(svc: Services, job_id: str) -> tuple[JobRecord, dict[str, Any]]:
     return record, job_view(record, outputs)
 
 
-def _answer(svc: Services, job_id: str, wait: float | None, accepted_status: int) -> Response:
-    record, view = _owned_view(svc, job_id)
-    headers = {}
-    if wait is not None:
-        if not record.terminal and wait > 0:
-            svc.waiter.wait(job_id, wait, lambda: svc.store.ended(job_id))
-            record, view = _owned_view(svc, job_id)
-        headers["Preference-Applied"] = f"wait={wait:g}"
+def _respond(
+    job_id: str, record: JobRecord, view: dict[str, Any], wait: float | None, accepted_status: int
+) -> Response:
+    headers = {"Preference-Applied": f"wait={wait:g}"} if wait is not None else {}
     # A submit answers 200 only when its requested wait saw the job finish (API.md).
     status = 200 if record.terminal and wait is not None else accepted_status
     if accepted_status == 202:
         headers["Location"] = job_urls(job_id)["get"]
     return json_response(view, status, headers)
+
+
+def _watching(svc: Services, job_id: str, wait: float | None) -> AbstractContextManager[Watch | None]:
+    """Register interest in the job's end when the request will wait for it, before anything is read."""
+    return svc.waiter.watch(job_id) if wait else nullcontext()
+
+
+def _poll(svc: Services, job_id: str, wait: float | None, accepted_status: int) -> Response:
+    with _watching(svc, job_id, wait) as watch:
+        record, view = _owned_view(svc, job_id)
+        if watch is not None and wait and not record.terminal:
+            watch.wait(wait, lambda: svc.store.ended(job_id))
+            record, view = _owned_view(svc, job_id)
+    return _respond(job_id, record, view, wait, accepted_status)
 
 
 @bp.post("/v1/models/<name>/jobs")
@@ -97,22 +109,30 @@ def submit(name: str) -> Response:
     owner = current_owner()
     key = request.headers.get("Idempotency-Key")
     digest = body_digest(name)
-    if request.mimetype == "text/csv":
-        job_id = _submit_csv(svc, owner, manifest, key, digest)
-    else:
-        raw = request.get_data(cache=False)
-        digest.update(raw)
-        body = parse_submit(parse_json(raw))
-        if body.version:
-            manifest = svc.registry.get(name, body.version)
-        rows = validate_records(manifest, body.inputs, svc.settings.max_records)
-        job_id = submit_records(svc, owner, manifest, rows, body.deadline_s, idempotency(key, digest))
-    return _answer(svc, job_id, wait, 202)
+    fresh = new_job_id()
+    with _watching(svc, fresh, wait) as watch:
+        if request.mimetype == "text/csv":
+            job_id = _submit_csv(svc, owner, manifest, fresh, key, digest)
+        else:
+            raw = request.get_data(cache=False)
+            digest.update(raw)
+            body = parse_submit(parse_json(raw))
+            if body.version:
+                manifest = svc.registry.get(name, body.version)
+            rows = validate_records(manifest, body.inputs, svc.settings.max_records)
+            idem = idempotency(key, digest)
+            job_id = submit_records(svc, owner, manifest, fresh, rows, body.deadline_s, idem)
+        if job_id == fresh:
+            if watch is not None and wait:
+                watch.wait(wait, lambda: svc.store.ended(job_id))
+            return _respond(job_id, *_owned_view(svc, job_id), wait, 202)
+    return _poll(svc, job_id, wait, 202)  # a retry found an earlier job: watch that one instead
 
 
-def _submit_csv(svc: Services, owner: str, manifest: Manifest, key: str | None, digest: Any) -> str:
+def _submit_csv(
+    svc: Services, owner: str, manifest: Manifest, job_id: str, key: str | None, digest: Any
+) -> str:
     """Read a CSV body block by block into stored chunks, then accept it as one bulk job."""
-    job_id = new_job_id()
     total = chunks = 0
     try:
         for records in csv_chunks(
@@ -132,7 +152,7 @@ def get_job(job_id: str) -> Response:
     """Return a job, holding the answer while it runs when asked to wait."""
     svc = services()
     _refuse_unknown_query("wait")
-    return _answer(svc, job_id, _requested_wait(svc), 200)
+    return _poll(svc, job_id, _requested_wait(svc), 200)
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
