@@ -79,7 +79,9 @@ def main() -> int:
 
   Ctrl-C stops everything this command started.""")
     try:
-        while all(p.poll() is None for p in stack.procs.values()):
+        while all(p.poll() is None for n, p in stack.procs.items() if n not in stack.concurrency):
+            for name in stack.restart_exited_workers():  # as compose's restart policy would
+                print(f"{name} exited; started it again", file=sys.stderr)
             time.sleep(0.5)
         print("a process exited; stopping", file=sys.stderr)
     except KeyboardInterrupt:

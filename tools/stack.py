@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    concurrency: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,11 +112,33 @@ class Stack:
         argv = [str(BIN / "celery"), "-A", "worker.main", "worker", "--loglevel", "INFO",
                 "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--without-mingle",
                 "--without-gossip"]  # fmt: skip
+        self.concurrency[name] = concurrency
         self._spawn(name, argv)
+
+    def restart_exited_workers(self) -> list[str]:
+        """Start again every worker whose process has exited, as a container's restart policy would."""
+        running = dict(self.procs)  # a snapshot: the stack may be changed from another thread
+        exited = [n for n, p in running.items() if n in self.concurrency and p.poll() is not None]
+        for name in exited:
+            self.start_worker(name, self.concurrency[name])
+        return exited
+
+    def supervise(self, interval: float = 0.5) -> threading.Thread:
+        """Keep the workers running from a background thread until the stack stops."""
+
+        def loop() -> None:
+            while self.procs:
+                self.restart_exited_workers()
+                time.sleep(interval)
+
+        thread = threading.Thread(target=loop, name="supervisor", daemon=True)
+        thread.start()
+        return thread
 
     def stop_worker(self, name: str, timeout: float = 30) -> None:
         """Stop one worker warmly: it finishes its current tasks, then exits."""
         proc = self.procs.pop(name)
+        self.concurrency.pop(name, None)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
@@ -124,7 +148,7 @@ class Stack:
 
     def workers(self) -> list[str]:
         """Return the names of the running workers, in start order."""
-        return [name for name in self.procs if name.startswith("worker")]
+        return [name for name in list(self.procs) if name.startswith("worker")]
 
     def start_api(self, port: int, processes: int = 1, extra: list[str] | None = None) -> str:
         """Start the API under gunicorn with gevent and return its base URL."""
@@ -148,6 +172,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every process, Redis last so workers can record what they finish."""
+        self.concurrency.clear()  # a supervisor must not start again what is being stopped
         for group in ([n for n in self.procs if n != "redis"], [n for n in self.procs if n == "redis"]):
             for name in group:
                 if self.procs[name].poll() is None:

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+import redis
 
 from shared.chunks import Records, as_rows, decode_records
 from shared.errors import ModelLoadError
@@ -40,6 +41,8 @@ def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessa
         ran += len(work)
         try:
             _predict_together(store, predictor, work)
+        except redis.RedisError:
+            raise  # the job store is away: the task hands its message back
         except Exception:  # one bad job must not fail the others it was batched with
             log.exception("batched predict of %s %s failed; predicting job by job", name, version)
             for item in work:
@@ -82,6 +85,8 @@ def _predict_together(store: JobStore, predictor: Predictor, work: list[Work]) -
 def _predict_alone(store: JobStore, predictor: Predictor, item: Work) -> None:
     try:
         _predict_together(store, predictor, [item])
+    except redis.RedisError:
+        raise
     except Exception as exc:  # the model itself refused these inputs
         message = item[0]
         reason = f"The model failed on this input: {exc}"[:500]
