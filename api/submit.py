@@ -131,11 +131,10 @@ def _guarded(
     """Publish, and if that fails take the job back so that nothing was accepted."""
     try:
         publish()
-    except (OperationalError, redis.RedisError) as exc:
+    except Exception as exc:
         svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
-        raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc
-    except Exception:
-        svc.store.discard(job_id, owner, manifest.name, idem[0] if idem else None)
+        if isinstance(exc, OperationalError | redis.RedisError):
+            raise Unavailable("The broker cannot be reached; nothing was accepted.") from exc
         raise
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +36,11 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def wait_until(check: object, timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
     """Poll check() until it is true, or raise after the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")

@@ -47,21 +47,20 @@ def predict(predictor: Predictor, records: Records) -> list[dict[str, Any]]:
 def ndjson(manifest: Manifest, scores: Scores) -> bytes:
     """Return the outputs of the scores as NDJSON, one line a record, without building objects."""
     values = np.round(np.asarray(scores, dtype=np.float64), PROBABILITY_DIGITS)
-    if not np.all(np.isfinite(values)):  # repr() of nan or inf is not JSON: let orjson write null
-        rows = values.reshape(len(values), -1).tolist()
-        return b"".join(orjson.dumps(_as_object(manifest, row)) + b"\n" for row in rows)
+    rows = values.reshape(len(values), -1).tolist()
+    # repr() of a float is JSON unless it is nan or inf; orjson writes those as null.
+    finite = bool(np.all(np.isfinite(values)))
     if manifest.task == "regression":
-        return "".join(f'{{"value":{v!r}}}\n' for v in values.reshape(-1).tolist()).encode()
+        if finite:
+            return "".join(f'{{"value":{row[0]!r}}}\n' for row in rows).encode()
+        return b"".join(orjson.dumps({"value": row[0]}) + b"\n" for row in rows)
     labels = manifest.labels or []
+    winners = np.nan_to_num(values, nan=-1.0).argmax(axis=1).tolist()
+    if not finite:
+        return b"".join(
+            orjson.dumps({"label": labels[w], "probabilities": dict(zip(labels, row, strict=True))}) + b"\n"
+            for w, row in zip(winners, rows, strict=True)
+        )
     names = [orjson.dumps(label).decode() for label in labels]
     line = '{"label":%s,"probabilities":{' + ",".join(f"{n}:%r" for n in names) + "}}\n"
-    winners = values.argmax(axis=1).tolist()
-    return "".join(line % (names[w], *row) for w, row in zip(winners, values.tolist(), strict=True)).encode()
-
-
-def _as_object(manifest: Manifest, row: list[float]) -> dict[str, Any]:
-    if manifest.task == "regression":
-        return {"value": row[0]}
-    labels = manifest.labels or []
-    best = max(range(len(row)), key=lambda i: row[i] if row[i] == row[i] else -1.0)
-    return {"label": labels[best], "probabilities": dict(zip(labels, row, strict=True))}
+    return "".join(line % (names[w], *row) for w, row in zip(winners, rows, strict=True)).encode()
