@@ -9,13 +9,13 @@ from flask import Flask, Response, g, request
 
 from api.auth import owner_of_request
 from api.errors import register_error_handlers
+from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
 from api.routes import docs, health, jobs, models
 from api.services import EXTENSION, Services, WorkerProbe, services
-from api.submit import send_messages
 from api.waiter import CompletionWaiter
-from shared.celery_app import make_celery
+from shared.celery_app import make_celery, send_chunks
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
@@ -35,21 +35,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
         settings=settings,
-        store=JobStore(client, settings.retention_s, settings.max_job_age_s),
+        store=JobStore(client, settings),
         registry=registry,
         celery=celery,
         waiter=CompletionWaiter(connect(settings, blocking=True)),
         metrics=Metrics(client, settings.queue_name),
         workers=WorkerProbe(celery),
         publisher=CoalescingPublisher(
-            functools.partial(send_messages, celery, settings.queue_name), settings.max_batch_jobs
+            functools.partial(send_chunks, celery, settings.queue_name), settings.max_batch_jobs
         ),
+        capacity=StoreCapacity(client, settings.memory_high_water, settings.queue_full_retry_s),
+        open_requests=OpenRequests(settings.max_open_requests_per_key),
     )
     for blueprint in (jobs.bp, models.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.before_request(_authenticate)
     app.after_request(_observe)
+    app.teardown_request(_release)
     return app
 
 
@@ -57,6 +60,14 @@ def _authenticate() -> None:
     g.started = time.perf_counter()
     if request.path.startswith(PROTECTED_PREFIXES):
         g.owner = owner_of_request(services().settings.api_key_hashes)
+        # One key's long-polls and slow uploads hold at most its share of this process's connections.
+        services().open_requests.enter(g.owner)
+        g.holding = True
+
+
+def _release(_: BaseException | None) -> None:
+    if g.pop("holding", False):
+        services().open_requests.leave(g.owner)
 
 
 def _observe(response: Response) -> Response:

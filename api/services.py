@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 from flask import current_app
 
+from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
 from api.waiter import CompletionWaiter
@@ -49,6 +50,8 @@ class Services:
     metrics: Metrics
     workers: WorkerProbe
     publisher: CoalescingPublisher
+    capacity: StoreCapacity
+    open_requests: OpenRequests
 
 
 EXTENSION = "infer"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from celery import Celery
+from kombu import Producer
 
 from shared.settings import Settings
+from shared.tasks import PREDICT, ChunkMessage
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -38,3 +42,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+def send_chunks(
+    celery: Celery, queue: str, messages: Sequence[ChunkMessage], producer: Producer | None = None
+) -> None:
+    """Publish one task message carrying the chunk messages, failing at once if the broker is away."""
+    celery.send_task(PREDICT, args=[list(messages)], queue=queue, producer=producer, retry=False)

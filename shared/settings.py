@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     restore_interval_s: float = Field(default=10.0, gt=0)
     prefetch_multiplier: int = Field(default=4, gt=0)
     broker_timeout_s: float = Field(default=1.0, gt=0)
+    # Connections each process opens to Redis at most; a burst past them waits for one instead of failing.
+    redis_max_connections: int = Field(default=64, gt=0)
+    redis_pool_timeout_s: float = Field(default=10.0, gt=0)
+    # A job whose message was lost (a worker killed as it took it, an API killed before it published)
+    # is published again within this long once no worker holds it and the queue has moved past it.
+    redelivery_s: float = Field(default=30.0, gt=0)
+    # What one API key may hold: unfinished jobs, bytes of inputs and outputs kept in Redis, and
+    # requests open at once in one API process (long-polls, uploads).
+    max_open_jobs_per_key: int = Field(default=10_000, gt=0)
+    max_stored_bytes_per_key: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_open_requests_per_key: int = Field(default=256, gt=0)
+    # New jobs are refused (429) once Redis uses this share of its maxmemory, so accepted jobs can finish.
+    memory_high_water: float = Field(default=0.9, gt=0, le=1)
 
     @field_validator("api_key_hashes", mode="before")
     @classmethod

@@ -1,11 +1,13 @@
-"""The job store in Redis: job records, their outputs, the per-key index and the state machine.
+"""The job store in Redis: job records, their inputs and outputs, the per-key indexes and the state machine.
 
 Keys (an unfinished job's live up to its lifetime, a finished one's for the retention):
 ``job:{id}`` a hash of the record; ``job:{id}:out`` a hash of NDJSON output chunks by index;
-``job:{id}:in`` a bulk job's input chunks until they are predicted;
-``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation time);
-``idem:{owner}:{key}`` the job an Idempotency-Key created; ``queued:{model}`` a sorted set of the
-model's queued jobs, which bounds its queue; ``rate:{owner}:{second}`` submissions in a second.
+``job:{id}:in`` the job's input chunks until they are predicted (every job's, so a lost message can
+be published again); ``jobs:{owner}`` a sorted set of the owner's job ids (ids sort by creation
+time) and ``open:{owner}`` of its unfinished ones; ``idem:{owner}:{key}`` the job an
+Idempotency-Key created; ``queued:{model}`` a sorted set of the model's queued jobs, which bounds
+its queue; ``rate:{owner}:{second}`` submissions in a second; ``bytes:{owner}:{bucket}`` bytes
+stored by the owner; ``pending:{queue}`` and ``claimed:{queue}`` what the reaper reads.
 Finished jobs are announced on the channel ``jobs:done``. Every transition is one Lua script
 (``store_scripts``), so it is atomic.
 """
@@ -50,27 +52,51 @@ def is_job_id(value: str) -> bool:
 
 
 def connect(settings: Settings, blocking: bool = False) -> redis.Redis:
-    """Return a Redis client for the store that fails fast when Redis is unreachable."""
-    return redis.Redis.from_url(
+    """Return a Redis client for the store that fails fast when Redis is unreachable.
+
+    Its pool holds a bounded number of connections; a request finding them all busy waits for one
+    (up to the pool timeout) rather than failing, so a burst is served late instead of refused.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
         decode_responses=True,
         socket_connect_timeout=settings.broker_timeout_s,
         socket_timeout=None if blocking else max(5.0, settings.broker_timeout_s),
         health_check_interval=30,
         retry_on_timeout=False,
     )
+    return redis.Redis(connection_pool=pool)
+
+
+def never_sent(exc: redis.RedisError) -> bool:
+    """Tell whether a failed command surely never reached Redis (no connection could be made)."""
+    return isinstance(exc, redis.ConnectionError) and str(exc).startswith(("Error ", "Timeout connecting"))
 
 
 @dataclass(frozen=True)
 class NewJob:
     """A job about to be written, as the API validated it."""
 
+    id: str
     owner: str
     model: str
     version: str
     total: int
     chunks: int
     deadline_at: float | None = None
+    # The Idempotency-Key's hash and the body's digest, when the client sent a key.
+    idempotency: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    """What creating a job came to: its outcome and the id it names."""
+
+    outcome: str  # created, existing, conflict, rate_limited, queue_full, key_full or storage_full
+    id: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -139,41 +165,37 @@ def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
 class JobStore:
     """Reads and changes job records in Redis; every state change is atomic."""
 
-    def __init__(self, client: redis.Redis, retention_s: int, lifetime_s: int = 7 * 86_400) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         # The same server and options, but bytes in and out, for the records of bulk chunks.
         pool = client.connection_pool
         self.binary = redis.Redis(
-            connection_pool=redis.ConnectionPool(
+            connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
                 connection_class=pool.connection_class,
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_pool_timeout_s,
                 **{**pool.connection_kwargs, "decode_responses": False},
             )
         )
-        self.retention_s = retention_s
-        self.lifetime_s = max(lifetime_s, retention_s)
+        self.settings = settings
+        self.retention_s = settings.retention_s
+        self.lifetime_s = max(settings.max_job_age_s, settings.retention_s)
+        self.queue = settings.queue_name
+        # Stored bytes are counted in about 24 buckets over the retention, each kept a little longer.
+        self.bucket_s = max(1, -(-self.retention_s // 24))
+        self.buckets = -(-self.retention_s // self.bucket_s) + 1
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH_CHUNK)
         self._end = client.register_script(scripts.END)
 
-    def create(
-        self,
-        job: NewJob,
-        idempotency: tuple[str, str] | None = None,
-        max_queued: int = 0,
-        rate_limit: int = 0,
-        inputs: bytes = b"",
-        job_id: str | None = None,
-    ) -> tuple[str, str]:
-        """Write a queued job (and its one input chunk, if given) unless limits refuse it.
+    def create(self, job: NewJob, inputs: bytes = b"", input_bytes: int = 0) -> Created:
+        """Write a queued job, with its one input chunk if given, unless a limit refuses it.
 
-        A job whose input chunks were stored first comes with the id they were stored under.
-
-        Returns (outcome, id); the outcome is created, existing (the Idempotency-Key's job),
-        conflict (that key with another body), rate_limited or queue_full.
+        A bulk job's input chunks were stored first under its id; input_bytes counts them all.
         """
         now = time.time()
-        job_id = job_id or new_job_id(now)
+        limits = self.settings
         oldest = new_job_id(now - self.lifetime_s)[:14]
         fields: list[str | float | int | bytes] = [
             "owner", job.owner, "model", job.model, "version", job.version,
@@ -182,30 +204,25 @@ class JobStore:
         ]  # fmt: skip
         if job.deadline_at is not None:
             fields += ["deadline_at", repr(job.deadline_at)]
-        idem_key, body_hash = idempotency or ("", "")
+        idem_key, body_hash = job.idempotency or ("", "")
         keys = [
-            f"job:{job_id}",
+            f"job:{job.id}",
             f"jobs:{job.owner}",
             f"idem:{job.owner}:{idem_key}" if idem_key else "",
             f"queued:{job.model}",
             f"rate:{job.owner}:{int(now)}",
-            f"job:{job_id}:in",
+            f"job:{job.id}:in",
+            f"open:{job.owner}",
+            f"pending:{self.queue}",
         ]
         args: list[str | float | int | bytes] = [
-            self.lifetime_s, oldest, body_hash, job_id, repr(now), max_queued or 2**62, rate_limit, inputs,
+            self.lifetime_s, oldest, body_hash, job.id, repr(now), limits.max_queued_per_model,
+            limits.rate_limit_per_s, inputs, limits.max_open_jobs_per_key,
+            limits.max_stored_bytes_per_key, input_bytes or len(inputs), self.bucket_s, self.buckets,
+            self.retention_s + 2 * self.bucket_s, job.owner,
         ]  # fmt: skip
         outcome, found = self._create(keys=keys, args=args + fields)
-        return str(outcome), str(found)
-
-    def discard(self, job_id: str, owner: str, model: str, idempotency_key: str | None) -> None:
-        """Remove a job that was never published, so a failed submit leaves nothing behind."""
-        pipe = self.client.pipeline()
-        pipe.delete(f"job:{job_id}", f"job:{job_id}:out", f"job:{job_id}:in")
-        pipe.zrem(f"jobs:{owner}", job_id)
-        pipe.zrem(f"queued:{model}", job_id)
-        if idempotency_key:
-            pipe.delete(f"idem:{owner}:{idempotency_key}")
-        pipe.execute()
+        return Created(str(outcome), str(found), now)
 
     def get(self, job_id: str) -> JobRecord | None:
         """Return a job's record, or None when there is none."""
@@ -248,7 +265,10 @@ class JobStore:
         pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
         for job_id, model in jobs:
-            keys = [f"job:{job_id}", f"queued:{model}", f"job:{job_id}:in"]
+            keys = [
+                f"job:{job_id}", f"queued:{model}", f"job:{job_id}:in", f"pending:{self.queue}",
+                f"claimed:{self.queue}",
+            ]  # fmt: skip
             self._claim(keys=keys, args=[now, self.retention_s], client=pipe)
         return [str(status) for status in pipe.execute()]
 
@@ -257,9 +277,10 @@ class JobStore:
         pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
         for done in chunks:
-            keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in"]
+            keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in", f"pending:{self.queue}"]
             args: list[str | int | bytes] = [
                 done.chunk, done.outputs, done.count, f"{done.predict_ms:.3f}", now, self.retention_s,
+                self.bucket_s, self.retention_s + 2 * self.bucket_s,
             ]  # fmt: skip
             self._finish(keys=keys, args=args, client=pipe)
         pipe.execute()
@@ -267,7 +288,10 @@ class JobStore:
     def end(self, job_id: str, model: str, status: str, code: str, message: str) -> str:
         """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""
         error = orjson.dumps({"code": code, "message": message})
-        keys = [f"job:{job_id}", f"job:{job_id}:out", f"queued:{model}", f"job:{job_id}:in"]
+        keys = [
+            f"job:{job_id}", f"job:{job_id}:out", f"queued:{model}", f"job:{job_id}:in",
+            f"pending:{self.queue}",
+        ]  # fmt: skip
         args: list[str | int | bytes] = [status, error, repr(time.time()), self.retention_s]
         return str(self._end(keys=keys, args=args))
 
@@ -282,9 +306,47 @@ class JobStore:
         """Forget the input chunks of a job that will not be accepted."""
         self.client.delete(f"job:{job_id}:in")
 
-    def pending_chunks(self, job_id: str) -> list[int]:
-        """Return the chunks of a job whose inputs still wait to be predicted."""
-        return sorted(int(chunk) for chunk in self.client.hkeys(f"job:{job_id}:in"))
+    def stale(self, older_than: float, count: int) -> list[tuple[str, float]]:
+        """Return up to count unfinished jobs of this queue last published before a time, with that time."""
+        found = cast(
+            list[tuple[str, float]],
+            self.client.zrangebyscore(
+                f"pending:{self.queue}", "-inf", older_than, start=0, num=count, withscores=True
+            ),
+        )
+        return [(str(job_id), float(score)) for job_id, score in found]
+
+    def delivery_mark(self) -> tuple[int, float]:
+        """Return the queue's length and the latest publish time of a job a worker claimed."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self.queue)
+        pipe.get(f"claimed:{self.queue}")
+        length, mark = pipe.execute()
+        return int(length), float(mark or 0)
+
+    def undelivered(
+        self, job_ids: Sequence[str]
+    ) -> list[tuple[str | None, str | None, str | None, list[int]]]:
+        """Return each job's status, model, version and the chunks whose inputs wait to be predicted."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(f"job:{job_id}", ["status", "model", "version"])
+            pipe.hkeys(f"job:{job_id}:in")
+        replies = pipe.execute()
+        return [
+            (status, model, version, sorted(int(c) for c in chunks))
+            for (status, model, version), chunks in zip(replies[::2], replies[1::2], strict=True)
+        ]
+
+    def mark_published(self, job_ids: Sequence[str], now: float) -> None:
+        """Record that these unfinished jobs' messages were published again now."""
+        if job_ids:
+            self.client.zadd(f"pending:{self.queue}", dict.fromkeys(job_ids, now), xx=True)
+
+    def forget_pending(self, job_ids: Sequence[str]) -> None:
+        """Drop ended or vanished jobs from the queue's pending set."""
+        if job_ids:
+            self.client.zrem(f"pending:{self.queue}", *job_ids)
 
     def inputs(self, job_id: str, chunk: int) -> bytes | None:
         """Return one stored input chunk's bytes, or None once it was predicted or the job ended."""
@@ -300,12 +362,14 @@ class JobStore:
         """Return every output of a job as one list, in input order."""
         return _ndjson_list("".join(self.output_chunks(job_id, chunks)))
 
-    def list_ids(self, owner: str, cursor: str | None, count: int) -> list[str]:
-        """Return up to count of the owner's job ids older than the cursor, newest first."""
+    def list_ids(self, owner: str, cursor: str | None, count: int, unfinished: bool = False) -> list[str]:
+        """Return up to count of the owner's job ids (or unfinished ones) before the cursor, newest first."""
         top = f"({cursor}" if cursor else "+"
-        return cast(list[str], self.client.zrevrangebylex(f"jobs:{owner}", top, "-", start=0, num=count))
+        index = f"{'open' if unfinished else 'jobs'}:{owner}"
+        return cast(list[str], self.client.zrevrangebylex(index, top, "-", start=0, num=count))
 
     def forget(self, owner: str, job_ids: Sequence[str]) -> None:
-        """Drop ids whose records have expired from the owner's index."""
+        """Drop ids whose records have expired from the owner's indexes."""
         if job_ids:
             self.client.zrem(f"jobs:{owner}", *job_ids)
+            self.client.zrem(f"open:{owner}", *job_ids)

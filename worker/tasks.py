@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import redis
 from celery import Celery
 from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from shared.celery_app import send_chunks
+from shared.reaper import Reaper
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
@@ -18,7 +24,7 @@ class WorkerState:
     """What one worker process keeps: its settings, its store connection and its loaded models."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = JobStore(connect(settings), settings.retention_s, settings.max_job_age_s)
+        self.store = JobStore(connect(settings), settings)
         self.cache = ModelCache(Registry(settings.registry_path))
         self.cache.load_all()
 
@@ -41,8 +47,20 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             # Celery acknowledges a task that fails; this one must come back once Redis does.
             raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
 
-    from celery.signals import worker_process_init
-
     @worker_process_init.connect(weak=False)
     def _load_models(**_: object) -> None:
         current()
+
+    stops: list[threading.Event] = []
+
+    @worker_ready.connect(weak=False)
+    def _start_reaper(**_: object) -> None:
+        # In the main process, beside the consumer: lost messages are found wherever a worker runs.
+        send = functools.partial(send_chunks, app, settings.queue_name)
+        store = JobStore(connect(settings), settings)
+        stops.append(Reaper(store, send, settings.redelivery_s).start())
+
+    @worker_shutdown.connect(weak=False)
+    def _stop_reaper(**_: object) -> None:
+        for stop in stops:
+            stop.set()

@@ -10,20 +10,19 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
+import redis
 from flask import Blueprint, Response, request
 
 from api.auth import current_owner
 from api.csv_input import csv_chunks
+from api.intake import Accepted, Submission, accept_rows, accept_stream, body_digest, idempotency
 from api.responses import json_response
 from api.services import Services, services
-from api.submit import body_digest, idempotency, submit_records, submit_stored
 from api.validation import parse_json, parse_submit, validate_records
 from api.views import job_urls, job_view
 from api.waiter import Watch
-from shared.chunks import encode_records
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
-from shared.registry import Manifest
-from shared.store import CANCELED, STATUSES, SUCCEEDED, JobRecord, is_job_id, new_job_id
+from shared.store import CANCELED, QUEUED, RUNNING, STATUSES, SUCCEEDED, JobRecord, is_job_id, new_job_id
 
 bp = Blueprint("jobs", __name__)
 
@@ -106,13 +105,17 @@ def submit(name: str) -> Response:
     if request.mimetype not in ("application/json", "text/csv"):
         raise UnsupportedMediaType("Send the inputs as application/json or text/csv.")
     wait = _requested_wait(svc)
-    owner = current_owner()
     key = request.headers.get("Idempotency-Key")
     digest = body_digest(name)
     fresh = new_job_id()
     with _watching(svc, fresh, wait) as watch:
         if request.mimetype == "text/csv":
-            job_id = _submit_csv(svc, owner, manifest, fresh, key, digest)
+            sub = Submission(current_owner(), manifest, fresh)
+            batches = csv_chunks(
+                request.stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
+            )
+            # The digest is complete only once the whole body was read, so the key is hashed lazily.
+            accepted = accept_stream(svc, sub, batches, lambda: idempotency(key, digest))
         else:
             raw = request.get_data(cache=False)
             digest.update(raw)
@@ -120,31 +123,28 @@ def submit(name: str) -> Response:
             if body.version:
                 manifest = svc.registry.get(name, body.version)
             rows = validate_records(manifest, body.inputs, svc.settings.max_records)
-            idem = idempotency(key, digest)
-            job_id = submit_records(svc, owner, manifest, fresh, rows, body.deadline_s, idem)
-        if job_id == fresh:
-            if watch is not None and wait:
-                watch.wait(wait, lambda: svc.store.ended(job_id))
-            return _respond(job_id, *_owned_view(svc, job_id), wait, 202)
-    return _poll(svc, job_id, wait, 202)  # a retry found an earlier job: watch that one instead
+            sub = Submission(current_owner(), manifest, fresh, body.deadline_s, idempotency(key, digest))
+            accepted = accept_rows(svc, sub, rows)
+        if accepted.created:
+            return _answer_accepted(svc, accepted, watch, wait)
+    return _poll(svc, accepted.record.id, wait, 202)  # a retry found an earlier job: watch that one
 
 
-def _submit_csv(
-    svc: Services, owner: str, manifest: Manifest, job_id: str, key: str | None, digest: Any
-) -> str:
-    """Read a CSV body block by block into stored chunks, then accept it as one bulk job."""
-    total = chunks = 0
-    try:
-        for records in csv_chunks(
-            request.stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
-        ):
-            svc.store.put_inputs(job_id, {chunks: encode_records(manifest, records)})
-            total += len(records)
-            chunks += 1
-    except Exception:
-        svc.store.drop_inputs(job_id)
-        raise
-    return submit_stored(svc, owner, manifest, job_id, total, chunks, None, idempotency(key, digest))
+def _answer_accepted(svc: Services, accepted: Accepted, watch: Watch | None, wait: float | None) -> Response:
+    """Answer 202 with the accepted job, or 200 once a requested wait saw it finish.
+
+    The job is accepted whatever happens next, so a store that stops answering now still gets
+    the job as it was accepted, never an error that would say nothing was.
+    """
+    record = accepted.record
+    view = job_view(record)
+    if watch is not None and wait:
+        try:
+            watch.wait(wait, lambda: svc.store.ended(record.id))
+            record, view = _owned_view(svc, record.id)
+        except redis.RedisError:
+            pass
+    return _respond(record.id, record, view, wait, 202)
 
 
 @bp.get("/v1/jobs/<job_id>")
@@ -195,9 +195,13 @@ def list_jobs() -> Response:
     jobs: list[dict[str, Any]] = []
     scanned_to = cursor
     exhausted = False
-    # Filters skip records, so read pages until the limit is met or enough was scanned.
-    for _ in range(20):
-        ids = svc.store.list_ids(owner, scanned_to, limit)
+    # Unfinished jobs have an index of their own, bounded by the per-key limit, so a list of queued
+    # or running jobs is read to its end; other filters skip records, so pages are read until the
+    # limit is met or enough was scanned, and next_cursor says where to go on.
+    unfinished = status in (QUEUED, RUNNING)
+    pages = svc.settings.max_open_jobs_per_key // limit + 2 if unfinished else 20
+    for _ in range(pages):
+        ids = svc.store.list_ids(owner, scanned_to, limit, unfinished)
         if not ids:
             exhausted = True
             break
@@ -215,7 +219,7 @@ def list_jobs() -> Response:
         if len(ids) < limit:
             exhausted = True
             break
-    more = not exhausted and bool(svc.store.list_ids(owner, scanned_to, 1))
+    more = not exhausted and bool(svc.store.list_ids(owner, scanned_to, 1, unfinished))
     return json_response({"jobs": jobs, "next_cursor": scanned_to if more else None})
 
 

@@ -142,4 +142,4 @@ def clean_redis(redis_url: str) -> redis.Redis:
 def store(redis_url: str, clean_redis: redis.Redis) -> JobStore:
     """Return the job store on the session's Redis."""
     settings = Settings(redis_url=redis_url)
-    return JobStore(connect(settings), settings.retention_s)
+    return JobStore(connect(settings), settings)

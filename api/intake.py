@@ -1,0 +1,199 @@
+"""Accepting a job, the one door for JSON rows and CSV streams: keep inputs, write the record, publish.
+
+A job is accepted once its record is written: its inputs are in the store with it, so a message
+that is lost afterwards (a failed publish, an API or worker killed) is published again by the
+reaper. A failure before that leaves nothing; a failure whose outcome cannot be known says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import redis
+
+from api.services import Services
+from shared.chunks import Records, encode_records
+from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
+from shared.registry import Manifest
+from shared.store import QUEUED, Created, JobRecord, NewJob, never_sent
+from shared.tasks import ChunkMessage
+
+log = logging.getLogger(__name__)
+
+
+def body_digest(model: str) -> hashlib._Hash:
+    """Return the digest an Idempotency-Key's body is compared by, started with the model's name."""
+    return hashlib.sha256(model.encode() + b"\0")
+
+
+def idempotency(key: str | None, digest: hashlib._Hash) -> tuple[str, str] | None:
+    """Return the hashed Idempotency-Key and body digest, or None when no key was sent."""
+    if not key:
+        return None
+    return hashlib.sha256(key.encode()).hexdigest()[:32], digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Who submits what: the owner, the model version, the new job's id and its options."""
+
+    owner: str
+    manifest: Manifest
+    job_id: str
+    deadline_s: float | None = None
+    idempotency: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The accepted job's record; created is False when an Idempotency-Key found an earlier job."""
+
+    record: JobRecord
+    created: bool
+
+
+def accept_rows(svc: Services, sub: Submission, rows: Records) -> Accepted:
+    """Accept a job whose validated records are all at hand."""
+    size = svc.settings.chunk_size
+    if len(rows) <= size:
+        # A small job's records travel in its message too, so a worker reads nothing more.
+        inline = rows if isinstance(rows, list) else rows.tolist()
+        return _accept(svc, sub, len(rows), 1, encode_records(sub.manifest, rows), inline)
+    return accept_stream(svc, sub, (rows[start : start + size] for start in range(0, len(rows), size)))
+
+
+def accept_stream(
+    svc: Services, sub: Submission, batches: Iterable[Records],
+    idempotent: Callable[[], tuple[str, str] | None] | None = None,
+) -> Accepted:  # fmt: skip
+    """Accept a bulk job from its validated batches of records, each kept in the store as it comes.
+
+    idempotent, when given, returns the submission's idempotency once the whole body was read.
+    """
+    svc.capacity.check()
+    total = chunks = stored = 0
+    try:
+        for records in batches:
+            encoded = encode_records(sub.manifest, records)
+            svc.store.put_inputs(sub.job_id, {chunks: encoded})
+            total += len(records)
+            chunks += 1
+            stored += len(encoded)
+        if idempotent is not None:
+            sub = dataclasses.replace(sub, idempotency=idempotent())
+        return _accept(svc, sub, total, chunks, stored=stored)
+    except BaseException:
+        _drop_inputs(svc, sub.job_id)
+        raise
+
+
+def _drop_inputs(svc: Services, job_id: str) -> None:
+    try:
+        svc.store.drop_inputs(job_id)
+    except redis.RedisError:  # they expire with the job's lifetime
+        log.warning("could not drop the inputs of refused job %s", job_id)
+
+
+def _accept(
+    svc: Services, sub: Submission, total: int, chunks: int, inputs: bytes = b"",
+    inline: list[object] | None = None, stored: int = 0,
+) -> Accepted:  # fmt: skip
+    """Write the job's record unless a limit refuses it, then publish its chunks."""
+    svc.capacity.check()
+    new = NewJob(
+        id=sub.job_id, owner=sub.owner, model=sub.manifest.name, version=sub.manifest.version,
+        total=total, chunks=chunks, deadline_at=time.time() + sub.deadline_s if sub.deadline_s else None,
+        idempotency=sub.idempotency,
+    )  # fmt: skip
+    created = _create(svc, new, inputs, stored)
+    if created.outcome == "existing":
+        if chunks > 1:
+            _drop_inputs(svc, sub.job_id)
+        found = svc.store.get(created.id)
+        if found is None:  # it ended and expired between the two reads: as if never found
+            raise Unavailable("The job this Idempotency-Key created just expired; send it again.")
+        return Accepted(found, False)
+    if created.outcome != "created":
+        if chunks > 1:
+            _drop_inputs(svc, sub.job_id)
+        _refuse(svc, sub.manifest, created.outcome, created.id)
+    svc.metrics.jobs.labels(sub.manifest.name).inc()
+    svc.metrics.records.labels(sub.manifest.name).inc(total)
+    messages = [
+        ChunkMessage(job=new.id, model=new.model, version=new.version, chunk=chunk, inputs=inline)
+        for chunk in range(chunks)
+    ]
+    try:
+        svc.publisher.publish(messages)
+    except Exception as exc:  # accepted all the same: the reaper publishes what was lost
+        log.warning("publishing job %s failed (%s); the reaper will publish it", new.id, exc)
+    record = JobRecord(
+        id=new.id, owner=new.owner, model=new.model, version=new.version, status=QUEUED,
+        created_at=created.created_at, started_at=None, completed_at=None, total=total, done=0,
+        chunks=chunks, predict_ms=0.0,
+    )  # fmt: skip
+    return Accepted(record, True)
+
+
+def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:
+    """Write the record, telling a refusal from a failure whose outcome is unknown."""
+    try:
+        return svc.store.create(new, inputs, stored)
+    except redis.ResponseError as exc:
+        if str(exc).startswith("OOM"):  # the script was refused whole: nothing was written
+            raise QueueFull(
+                "The job store is full; nothing was accepted. Try again once older jobs expire.",
+                [{"field": None, "reason": "job store full"}],
+                retry_after=svc.settings.queue_full_retry_s,
+            ) from exc
+        raise
+    except redis.RedisError as exc:
+        if never_sent(exc):
+            raise Unavailable("The job store cannot be reached; nothing was accepted.") from exc
+        retry = "retry with the same Idempotency-Key" if new.idempotency else "look it up"
+        raise Unavailable(
+            f"The job store stopped answering while job {new.id} was being written, so it may have "
+            f"been accepted: {retry} (GET /v1/jobs/{new.id}) before sending it again.",
+            [{"field": "id", "reason": new.id}],
+        ) from exc
+
+
+def _refuse(svc: Services, manifest: Manifest, outcome: str, found: str) -> None:
+    limits = svc.settings
+    if outcome == "rate_limited":
+        raise RateLimited(
+            f"This API key may submit {limits.rate_limit_per_s} jobs a second.",
+            [{"field": "Authorization", "reason": "rate limit reached"}],
+            retry_after=1,
+        )
+    if outcome == "queue_full":
+        raise QueueFull(
+            f"Model {manifest.name} has {limits.max_queued_per_model} jobs waiting; try again shortly.",
+            [{"field": "model", "reason": "queue full"}],
+            retry_after=limits.queue_full_retry_s,
+        )
+    if outcome == "key_full":
+        raise QueueFull(
+            f"This API key has {limits.max_open_jobs_per_key} jobs queued or running; wait for some "
+            "to end (or cancel them) before submitting more.",
+            [{"field": "Authorization", "reason": "unfinished jobs per key reached"}],
+            retry_after=limits.queue_full_retry_s,
+        )
+    if outcome == "storage_full":
+        raise RateLimited(
+            f"This API key's jobs hold {int(found):,} bytes of inputs and outputs in the store (the limit "
+            f"is {limits.max_stored_bytes_per_key:,}); try again once older jobs expire, or submit less.",
+            [{"field": "Authorization", "reason": "stored bytes per key reached"}],
+            retry_after=svc.store.bucket_s,
+        )
+    if outcome == "conflict":
+        raise Conflict(
+            "This Idempotency-Key was used with another body.",
+            [{"field": "Idempotency-Key", "reason": f"already created job {found}"}],
+        )
+    raise RuntimeError(f"unknown outcome of creating a job: {outcome}")
