@@ -73,7 +73,7 @@ def _release(_: BaseException | None) -> None:
 def _observe(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule else "unmatched"
     metrics = services().metrics
-    metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+    metrics.count_request(request.method, route, response.status_code)
     if "started" in g:
         metrics.latency.labels(route).observe(time.perf_counter() - g.started)
     return response

@@ -11,6 +11,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+# The method label's values: any other method a client invents is counted as "other".
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
 
 class _QueueDepth(Collector):
     """Reports how many messages wait in the broker queue at scrape time."""
@@ -53,6 +56,10 @@ class Metrics:
             "infer_records_submitted", "Records accepted.", ["model"], registry=self.registry
         )
         self._queue = _QueueDepth(client, queue)
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        """Count one answered request under labels drawn from bounded sets, whatever the client sent."""
+        self.requests.labels(method if method in METHODS else "other", route, str(status)).inc()
 
     def exposition(self) -> bytes:
         """Return every metric in the Prometheus text format."""
