@@ -152,10 +152,10 @@ class Stack:
         return [name for name in list(self.procs) if name.startswith("worker")]
 
     def start_api(self, port: int, processes: int = 1, extra: list[str] | None = None) -> str:
-        """Start the API under gunicorn with gevent and return its base URL."""
-        argv = [str(BIN / "gunicorn"), "--worker-class", "gevent", "--workers", str(processes),
-                "--worker-connections", "1000", "--bind", f"127.0.0.1:{port}",
-                "--graceful-timeout", "10", *(extra or []), "api.app:create_app()"]  # fmt: skip
+        """Start the API under gunicorn with its shipped settings (api/server.py); return its base URL."""
+        argv = [str(BIN / "gunicorn"), "--config", "python:api.server", "--workers", str(processes),
+                "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", *(extra or []),
+                "api.app:create_app()"]  # fmt: skip
         self._spawn("api", argv)
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(base + "/healthz") == 200, 30, "the API")

@@ -1,0 +1,127 @@
+"""The gunicorn settings the API ships with (`gunicorn -c python:api.server`) and its gevent worker."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from gunicorn import util  # type: ignore[import-untyped]  # gunicorn ships no type information
+from gunicorn.http import errors  # type: ignore[import-untyped]
+from gunicorn.http.wsgi import Response, default_environ  # type: ignore[import-untyped]
+from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
+
+# gunicorn takes each module-level name that is one of its settings as that setting.
+worker_class = "api.server.JsonErrorWorker"
+# Greenlets are cheap; a per-key cap on open requests keeps one key from holding them all.
+worker_connections = 4096
+# gunicorn's own defaults, written out because the 431 and 414 answers quote them.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+_BAD_LINE = "The request line is not 'METHOD /path HTTP/1.1'."
+_BAD_HEADER = "A request header is malformed: send each as 'Name: value' on one line."
+_BAD_CHUNK = "The chunked request body is malformed."
+# The parser's refusals that are the client's fault, each with its status and what to do instead.
+_INVALID_REQUESTS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (errors.InvalidRequestLine, 400, _BAD_LINE),
+    (errors.InvalidRequestMethod, 400, _BAD_LINE),
+    (errors.InvalidHTTPVersion, 400, "Only HTTP/1.0 and HTTP/1.1 are served."),
+    (errors.InvalidHeaderName, 400, _BAD_HEADER),
+    (errors.InvalidHeader, 400, _BAD_HEADER),
+    (errors.ObsoleteFolding, 400, _BAD_HEADER),
+    (errors.InvalidChunkSize, 400, _BAD_CHUNK),
+    (errors.ChunkMissingTerminator, 400, _BAD_CHUNK),
+    (errors.InvalidChunkExtension, 400, _BAD_CHUNK),
+    (errors.UnsupportedTransferCoding, 501, "Send the body with Content-Length or chunked."),
+    (errors.ExpectationFailed, 417, "Only 'Expect: 100-continue' is understood."),
+    (errors.ParseException, 400, "The request is not valid HTTP/1.1."),
+    (ssl.SSLError, 400, "The TLS handshake failed."),
+)
+# After answering, read what the client still sends for this long (and this much) before closing:
+# a close with unread bytes makes the kernel reset the connection, which can destroy the answer.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1 << 20
+
+
+def _answer(exc: BaseException, cfg: Any) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):
+        return 500, _body("internal", "An unexpected error occurred.")  # the app's fault, not the client's
+    if isinstance(exc, errors.LimitRequestHeaders):
+        key_max = cfg.limit_request_field_size - len("Authorization: Bearer \r\n")
+        message = (
+            f"Send shorter headers: each line is at most {cfg.limit_request_field_size} bytes and at most "
+            f"{cfg.limit_request_fields} are read, so an API key is at most {key_max} characters."
+        )
+        return 431, _body("header_too_large", message, exc)
+    if isinstance(exc, errors.LimitRequestLine):
+        message = (
+            f"Send a shorter request line: method, path, query and version take at most "
+            f"{cfg.limit_request_line} bytes."
+        )
+        return 414, _body("uri_too_long", message, exc)
+    if isinstance(exc, errors.ForbiddenProxyRequest):
+        return 403, _body("forbidden", "This address may not tell the server who the client is.", exc)
+    if isinstance(exc, errors.ConfigurationProblem):
+        return 500, _body("internal", "The server is misconfigured for this request.")
+    for kind, status, message in _INVALID_REQUESTS:
+        if isinstance(exc, kind):
+            return status, _body("invalid_request", message, exc)
+    return 500, _body("internal", "An unexpected error occurred.")
+
+
+def _body(code: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
+    details = [{"reason": str(exc)[:200]}] if exc is not None else []
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _send_and_linger(client: socket.socket, data: bytes) -> None:
+    try:
+        client.settimeout(_LINGER_S)
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_S
+        drained = 0
+        while drained < _LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            client.settimeout(left)
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:
+        return  # the client went away or stalled: nobody is left to answer
+
+
+class JsonErrorWorker(GeventWorker):  # type: ignore[misc]  # subclassing an untyped class
+    """gunicorn's gevent worker, answering what it refuses outside the app with the API's error body."""
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        """Log the error and answer it with the API's JSON error body, then close the connection."""
+        started = datetime.now()
+        addr = addr or ("", -1)  # a unix socket has no peer address
+        status, body = _answer(exc, self.cfg)
+        if status < 500:
+            self.log.warning("Invalid request from ip=%s: %s", addr[0], exc)
+        else:
+            self.log.exception("Error handling request", exc_info=exc)
+        payload = orjson.dumps(body)
+        reason = HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nDate: {util.http_date()}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        if req is None and isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName)):
+            req = getattr(exc, "req", None)  # a bad header carries the request read so far
+        if req is not None:
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+            response = Response(req, client, self.cfg)
+            response.status = f"{status} {reason}"
+            response.response_length = len(payload)
+            self.log.access(response, req, environ, datetime.now() - started)
+        _send_and_linger(client, head.encode("latin-1") + payload)
