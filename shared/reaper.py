@@ -58,9 +58,9 @@ class Reaper:
     def __init__(self, store: JobStore, send: Send, redelivery_s: float, batch: int = 1_000) -> None:
         self.store = store
         self.send = send
-        # A job is looked at once it has waited half the bound; passes come every third of it.
+        # A job is looked at once it has waited half the bound; passes come every quarter of it.
         self.grace_s = redelivery_s / 2
-        self.interval_s = redelivery_s / 3
+        self.interval_s = redelivery_s / 4
         self.batch = batch
 
     def run_once(self, now: float | None = None) -> list[str]:

@@ -21,6 +21,8 @@ OTHER_KEY = "test-key-beta"
 # Short enough that a killed worker's message comes back within the test's patience.
 VISIBILITY_TIMEOUT_S = 4
 RESTORE_INTERVAL_S = 1
+# A lost message (neither queued nor held) is published again within this long.
+REDELIVERY_S = 3
 
 
 def _hash(key: str) -> str:
@@ -81,6 +83,7 @@ def stack_env(redis_url: str, registry_path: Path, **overrides: str) -> dict[str
             "INFER_API_KEY_HASHES": f"{_hash(KEY)},{_hash(OTHER_KEY)}",
             "INFER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
             "INFER_RESTORE_INTERVAL_S": str(RESTORE_INTERVAL_S),
+            "INFER_REDELIVERY_S": str(REDELIVERY_S),
             "INFER_MAX_WAIT_S": "60",
         }
     )
