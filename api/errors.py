@@ -54,6 +54,13 @@ def _unavailable_response(exc: Exception) -> Response:
     )
 
 
+def _full_response(exc: Exception) -> Response:
+    log.warning("job store full: %s", exc)
+    return _service_error_response(
+        errors.Unavailable("The job store is full; nothing was changed. Try again once older jobs expire.")
+    )
+
+
 def _unexpected_response(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _service_error_response(errors.ServiceError("An unexpected error occurred."))
@@ -65,4 +72,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error_response)
     for backend_error in (redis.ConnectionError, redis.TimeoutError, OperationalError):
         app.register_error_handler(backend_error, _unavailable_response)
+    app.register_error_handler(redis.exceptions.OutOfMemoryError, _full_response)
     app.register_error_handler(Exception, _unexpected_response)

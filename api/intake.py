@@ -144,14 +144,12 @@ def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:
     """Write the record, telling a refusal from a failure whose outcome is unknown."""
     try:
         return svc.store.create(new, inputs, stored)
-    except redis.ResponseError as exc:
-        if str(exc).startswith("OOM"):  # the script was refused whole: nothing was written
-            raise QueueFull(
-                "The job store is full; nothing was accepted. Try again once older jobs expire.",
-                [{"field": None, "reason": "job store full"}],
-                retry_after=svc.settings.queue_full_retry_s,
-            ) from exc
-        raise
+    except redis.exceptions.OutOfMemoryError as exc:  # the script was refused whole: nothing written
+        raise QueueFull(
+            "The job store is full; nothing was accepted. Try again once older jobs expire.",
+            [{"field": None, "reason": "job store full"}],
+            retry_after=svc.settings.queue_full_retry_s,
+        ) from exc
     except redis.RedisError as exc:
         if never_sent(exc):
             raise Unavailable("The job store cannot be reached; nothing was accepted.") from exc

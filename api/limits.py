@@ -10,7 +10,8 @@ import redis
 
 from shared.errors import QueueFull, RateLimited
 
-# How long a reading of Redis's memory is trusted; one INFO a second per process costs nothing.
+# How long a reading of Redis's memory is trusted while it is under half its limit (one INFO a
+# second per process costs nothing); past half, every new job reads it afresh.
 CAPACITY_TTL_S = 1.0
 
 
@@ -55,16 +56,18 @@ class StoreCapacity:
         self._high_water = high_water
         self._retry_after = retry_after
         self._read_at = -CAPACITY_TTL_S
+        self._ttl = CAPACITY_TTL_S
         self._full = False
 
     def check(self) -> None:
         """Raise QueueFull when Redis uses more than the high-water share of its maxmemory."""
         now = time.monotonic()
-        if now - self._read_at >= CAPACITY_TTL_S:
+        if now - self._read_at >= self._ttl:
             self._read_at = now
             memory = self._client.info("memory")
-            limit = int(memory.get("maxmemory", 0))
-            self._full = limit > 0 and int(memory["used_memory"]) > self._high_water * limit
+            limit, used = int(memory.get("maxmemory", 0)), int(memory["used_memory"])
+            self._full = limit > 0 and used > self._high_water * limit
+            self._ttl = 0.0 if limit > 0 and used > limit / 2 else CAPACITY_TTL_S
         if self._full:
             raise QueueFull(
                 "The job store is nearly full; nothing was accepted. Try again once older jobs expire.",
