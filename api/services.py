@@ -16,26 +16,36 @@ from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import JobStore
 
-# Asking workers to answer a ping takes a broadcast round; probes come often, so reuse it briefly.
-WORKER_PING_TTL_S = 5.0
-WORKER_PING_TIMEOUT_S = 1.0
+# Asking workers which queues they consume takes a broadcast round; probes come often, so reuse a
+# positive answer briefly.
+WORKER_PROBE_TTL_S = 5.0
+WORKER_PROBE_TIMEOUT_S = 1.0
 
 
 @dataclass
 class WorkerProbe:
-    """Counts the workers that answer a ping, remembering a positive answer for a few seconds."""
+    """Counts the workers that consume the jobs' queue, remembering a positive answer for a few seconds."""
 
     celery: Celery
     _seen: tuple[float, int] = field(default=(0.0, 0))
 
+    @property
+    def queue(self) -> str:
+        """Return the name of the queue the API publishes jobs to."""
+        return str(self.celery.conf.task_default_queue)
+
     def count(self) -> int:
-        """Return how many workers answered the latest ping."""
+        """Return how many workers consumed the jobs' queue at the latest look."""
         now = time.monotonic()
-        if now - self._seen[0] < WORKER_PING_TTL_S and self._seen[1] > 0:
+        if now - self._seen[0] < WORKER_PROBE_TTL_S and self._seen[1] > 0:
             return self._seen[1]
-        replies = self.celery.control.ping(timeout=WORKER_PING_TIMEOUT_S) or []
-        self._seen = (now, len(replies))
-        return len(replies)
+        # A worker told to stop consuming (cancel_consumer) still answers a ping: ask what it consumes.
+        replies = self.celery.control.inspect(timeout=WORKER_PROBE_TIMEOUT_S).active_queues() or {}
+        consuming = sum(
+            any(queue.get("name") == self.queue for queue in queues or []) for queues in replies.values()
+        )
+        self._seen = (now, consuming)
+        return consuming
 
 
 @dataclass
