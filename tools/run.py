@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from shared.settings import hash_api_key
-from tools.stack import Stack, free_port, http_status, redis_answers, wait_until
+from tools.stack import REDIS_MAXMEMORY, Stack, free_port, http_status, redis_answers, wait_until
 
 RUN_DIR = Path(".run")
 PID_FILE = RUN_DIR / "stack.pid"
@@ -36,8 +36,12 @@ def main() -> int:
             print(f"using the Redis at {url}")
             stack.env["INFER_REDIS_URL"] = url
         else:
-            url = stack.start_redis(free_port(), password=secrets.token_urlsafe(16))
-            print(f"started a private redis-server with a password (data in {RUN_DIR}/redis)")
+            maxmemory = os.environ.get("REDIS_MAXMEMORY", REDIS_MAXMEMORY)
+            url = stack.start_redis(free_port(), password=secrets.token_urlsafe(16), maxmemory=maxmemory)
+            print(
+                f"started a private redis-server with a password and maxmemory {maxmemory} "
+                f"(data in {RUN_DIR}/redis)"
+            )
         for index in range(1, workers + 1):
             stack.start_worker(f"worker{index}", concurrency)
         base = stack.start_api(_port("API_PORT", 8000))

@@ -19,6 +19,28 @@ from pathlib import Path
 import redis
 
 BIN = Path(sys.executable).parent
+# What `make run`'s private redis-server may hold (REDIS_MAXMEMORY overrides it there).
+REDIS_MAXMEMORY = "1gb"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read or write, whatever its mode was before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _redis_quoted(value: str) -> str:
+    """Return the value as a double-quoted string of redis.conf's syntax."""
+    escaped = "".join(
+        f"\\{char}" if char in '"\\' else char if char.isprintable() else _hex_bytes(char) for char in value
+    )
+    return f'"{escaped}"'
+
+
+def _hex_bytes(char: str) -> str:
+    return "".join(f"\\x{byte:02x}" for byte in char.encode())
 
 
 def free_port() -> int:
@@ -80,28 +102,37 @@ class Stack:
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops each in order
         )
 
-    def start_redis(self, port: int, password: str | None = None, tls: Path | None = None) -> str:
-        """Start a private redis-server with an append-only file and return its URL.
+    def start_redis(
+        self,
+        port: int,
+        password: str | None = None,
+        tls: Path | None = None,
+        maxmemory: str = REDIS_MAXMEMORY,
+    ) -> str:
+        """Start a private redis-server with an append-only file and bounded memory; return its URL.
 
-        With tls, a folder holding ca.crt, server.crt and server.key, it speaks only TLS.
+        Its settings, the password among them, go in a file only this user can read, never on its
+        command line. With tls, a folder holding ca.crt, server.crt and server.key, it speaks only TLS.
         """
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("redis-server is not installed: run 'make redis' or install it")
         data = self.run_dir / "redis"
         data.mkdir(exist_ok=True)
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]  # fmt: skip
+        # noeviction: past maxmemory Redis refuses writes (the API answers 503) rather than drop jobs.
+        config = {"port": str(port), "bind": "127.0.0.1", "dir": str(data), "appendonly": "yes", "save": "",
+                  "maxmemory": maxmemory, "maxmemory-policy": "noeviction"}  # fmt: skip
         if password:
-            argv += ["--requirepass", password]
+            config["requirepass"] = password
         query = ""
         if tls:
-            argv[1:3] = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no",
-                         "--tls-cert-file", str(tls / "server.crt"),
-                         "--tls-key-file", str(tls / "server.key"),
-                         "--tls-ca-cert-file", str(tls / "ca.crt")]  # fmt: skip
+            config.update({"port": "0", "tls-port": str(port), "tls-auth-clients": "no",
+                           "tls-cert-file": str(tls / "server.crt"), "tls-key-file": str(tls / "server.key"),
+                           "tls-ca-cert-file": str(tls / "ca.crt")})  # fmt: skip
             query = f"?ssl_cert_reqs=required&ssl_ca_certs={tls / 'ca.crt'}"
-        self._spawn("redis", argv)
+        path = self.run_dir / "redis.conf"
+        write_private(path, "".join(f"{name} {_redis_quoted(value)}\n" for name, value in config.items()))
+        self._spawn("redis", [server, str(path)])
         auth = f":{password}@" if password else ""
         url = f"{'rediss' if tls else 'redis'}://{auth}127.0.0.1:{port}/0{query}"
         wait_until(lambda: redis_answers(url), 15, "redis-server")
@@ -163,12 +194,15 @@ class Stack:
         return base
 
     def start_flower(self, port: int, user: str, password: str) -> str:
-        """Start Flower on the broker with basic auth and return its URL."""
-        broker = self.env["INFER_REDIS_URL"]
-        argv = [str(BIN / "celery"), "--broker", broker, "flower", f"--port={port}",
-                "--address=127.0.0.1", f"--basic-auth={user}:{password}", "--persistent=True",
-                f"--db={self.run_dir / 'flower.db'}"]  # fmt: skip
-        self._spawn("flower", argv)
+        """Start Flower on the broker with basic auth on every route and return its URL.
+
+        The broker's URL and the credentials reach it by environment, never on its command line.
+        """
+        env = {**self.env, "CELERY_BROKER_URL": self.env["INFER_REDIS_URL"],
+               "FLOWER_BASIC_AUTH": f"{user}:{password}"}  # fmt: skip
+        argv = [sys.executable, "-m", "tools.flower_server", f"--port={port}", "--address=127.0.0.1",
+                "--persistent=True", f"--db={self.run_dir / 'flower.db'}"]  # fmt: skip
+        self._spawn("flower", argv, env)
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
