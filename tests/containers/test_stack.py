@@ -45,8 +45,8 @@ IMAGES = {
 }
 # The variables docker-compose.yml reads: the test's env file alone decides them, not the caller's shell.
 COMPOSE_VARIABLES = (
-    "REDIS_PASSWORD", "INFER_API_KEY_HASHES", "FLOWER_USER", "FLOWER_PASSWORD", "API_BIND", "API_PORT",
-    "FLOWER_BIND", "FLOWER_PORT", "API_PROCESSES", "WORKER_CONCURRENCY", "MODEL_REGISTRY",
+    "REDIS_PASSWORD", "REDIS_MAXMEMORY", "INFER_API_KEY_HASHES", "FLOWER_USER", "FLOWER_PASSWORD", "API_BIND",
+    "API_PORT", "FLOWER_BIND", "FLOWER_PORT", "API_PROCESSES", "WORKER_CONCURRENCY", "MODEL_REGISTRY",
     "COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES",
 )  # fmt: skip
 IRIS_HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
@@ -366,7 +366,7 @@ def test_images_are_lean_unprivileged_and_check_their_health(
     project: Project, images: dict[str, int]
 ) -> None:
     """Each image runs as a non-root user, exec-form, with a HEALTHCHECK; the API holds no scikit-learn."""
-    commands = {"api": ["gunicorn"], "worker": ["celery"], "flower": ["celery", "flower"]}
+    commands = {"api": ["gunicorn"], "worker": ["celery"], "flower": ["python", "-m", "tools.flower_server"]}
     for service, image in IMAGES.items():
         assert _image_field(project.engine, image, "User") == "app", service
         check = _image_field(project.engine, image, "Healthcheck") or {}
@@ -430,8 +430,8 @@ def test_three_workers_each_serve_jobs(stack: Project, three_workers: list[str],
 
 
 def test_flower_refuses_strangers_and_lists_the_workers(stack: Project, three_workers: list[str]) -> None:
-    """Flower answers 401 without (or with wrong) credentials and shows the three workers online."""
-    for path in ("/", "/workers", "/api/workers"):
+    """Flower answers 401 on every route without (or with wrong) credentials and shows the workers online."""
+    for path in ("/", "/workers", "/api/workers", "/metrics", "/healthcheck", "/static/css/flower.css"):
         assert stack.flower_get(path).status_code == 401, path
         assert stack.flower_get(path, (stack.flower_auth[0], "wrong")).status_code == 401, path
     assert stack.flower_get("/", stack.flower_auth).status_code == 200
