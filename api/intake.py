@@ -18,7 +18,7 @@ import redis
 
 from api.services import Services
 from shared.chunks import Records, encode_records
-from shared.errors import Conflict, QueueFull, RateLimited, Unavailable
+from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
 from shared.store import QUEUED, Created, JobRecord, NewJob, never_sent
 from shared.tasks import ChunkMessage
@@ -84,12 +84,12 @@ def accept_stream(
             total += len(records)
             chunks += 1
             stored += len(encoded)
-        if idempotent is not None:
-            sub = dataclasses.replace(sub, idempotency=idempotent())
-        return _accept(svc, sub, total, chunks, stored=stored)
-    except BaseException:
+    except BaseException:  # a bad row, a cut upload: nothing is accepted, so nothing is kept
         _drop_inputs(svc, sub.job_id)
         raise
+    if idempotent is not None:
+        sub = dataclasses.replace(sub, idempotency=idempotent())
+    return _accept(svc, sub, total, chunks, stored=stored)
 
 
 def _drop_inputs(svc: Services, job_id: str) -> None:
@@ -104,23 +104,26 @@ def _accept(
     inline: list[object] | None = None, stored: int = 0,
 ) -> Accepted:  # fmt: skip
     """Write the job's record unless a limit refuses it, then publish its chunks."""
-    svc.capacity.check()
     new = NewJob(
         id=sub.job_id, owner=sub.owner, model=sub.manifest.name, version=sub.manifest.version,
         total=total, chunks=chunks, deadline_at=time.time() + sub.deadline_s if sub.deadline_s else None,
         idempotency=sub.idempotency,
     )  # fmt: skip
-    created = _create(svc, new, inputs, stored)
+    try:
+        svc.capacity.check()
+        created = _create(svc, new, inputs, stored)
+    except (QueueFull, Unavailable) as exc:
+        if chunks > 1 and not isinstance(exc, MaybeAccepted):
+            _drop_inputs(svc, new.id)
+        raise
+    if created.outcome != "created" and chunks > 1:
+        _drop_inputs(svc, new.id)  # a bulk job's stored chunks: refused, or a retry found its job
     if created.outcome == "existing":
-        if chunks > 1:
-            _drop_inputs(svc, sub.job_id)
         found = svc.store.get(created.id)
         if found is None:  # it ended and expired between the two reads: as if never found
             raise Unavailable("The job this Idempotency-Key created just expired; send it again.")
         return Accepted(found, False)
     if created.outcome != "created":
-        if chunks > 1:
-            _drop_inputs(svc, sub.job_id)
         _refuse(svc, sub.manifest, created.outcome, created.id)
     svc.metrics.jobs.labels(sub.manifest.name).inc()
     svc.metrics.records.labels(sub.manifest.name).inc(total)
@@ -154,7 +157,7 @@ def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:
         if never_sent(exc):
             raise Unavailable("The job store cannot be reached; nothing was accepted.") from exc
         retry = "retry with the same Idempotency-Key" if new.idempotency else "look it up"
-        raise Unavailable(
+        raise MaybeAccepted(
             f"The job store stopped answering while job {new.id} was being written, so it may have "
             f"been accepted: {retry} (GET /v1/jobs/{new.id}) before sending it again.",
             [{"field": "id", "reason": new.id}],

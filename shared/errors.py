@@ -17,6 +17,7 @@
     ├── QueueFull (429 queue_full)
     ├── RateLimited (429 rate_limited)
     ├── Unavailable (503 unavailable)
+    │   └── MaybeAccepted (503 unavailable): the job may have been written; its id is in details
     └── ModelLoadError (500 model_unavailable): raised in workers, recorded on the job
 """
 
@@ -136,10 +137,14 @@ class RateLimited(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The broker or job store cannot be reached, so nothing was accepted."""
+    """The broker or job store cannot be reached, so nothing was accepted (unless a subclass says)."""
 
     status = 503
     code = "unavailable"
+
+
+class MaybeAccepted(Unavailable):
+    """Redis stopped answering while a job was written: it may exist, and its record will say."""
 
 
 class ModelLoadError(ServiceError):
