@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from api.services import Services
+from shared.celery_app import send_chunks
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
@@ -132,7 +133,7 @@ def _accept(
         for chunk in range(chunks)
     ]
     try:
-        svc.publisher.publish(messages)
+        _publish(svc, messages)
     except Exception as exc:  # accepted all the same: the reaper publishes what was lost
         log.warning("publishing job %s failed (%s); the reaper will publish it", new.id, exc)
     record = JobRecord(
@@ -141,6 +142,17 @@ def _accept(
         chunks=chunks, predict_ms=0.0,
     )  # fmt: skip
     return Accepted(record, True)
+
+
+def _publish(svc: Services, messages: list[ChunkMessage]) -> None:
+    """Publish a small job with others submitted at the same moment, a bulk job one chunk a message."""
+    if len(messages) == 1:
+        svc.publisher.publish(messages)
+        return
+    # One message a chunk, so a bulk job spreads over every worker.
+    with svc.celery.producer_or_acquire() as producer:
+        for message in messages:
+            send_chunks(svc.celery, svc.settings.queue_name, [message], producer)
 
 
 def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:

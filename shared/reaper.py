@@ -52,6 +52,14 @@ def held_chunks(client: redis.Redis, queue: str) -> set[tuple[str, int]]:
     return held
 
 
+def _batches(messages: list[ChunkMessage], size: int = 64) -> list[list[ChunkMessage]]:
+    """Return the messages to send: small jobs together, a bulk job's chunks one a message."""
+    multi = {m["job"] for m in messages if m["chunk"] > 0}
+    small = [m for m in messages if m["job"] not in multi]
+    alone = [[m] for m in messages if m["job"] in multi]
+    return [small[i : i + size] for i in range(0, len(small), size)] + alone
+
+
 class Reaper:
     """Finds unfinished jobs whose messages are nowhere and publishes their pending chunks again."""
 
@@ -96,7 +104,8 @@ class Reaper:
                 )  # fmt: skip
         self.store.forget_pending(gone)
         if messages:
-            self.send(messages)
+            for batch in _batches(messages):
+                self.send(batch)
             self.store.mark_published(lost, now)
             log.warning(
                 "published again %d chunk(s) of %d job(s) whose messages were lost", len(messages), len(lost)

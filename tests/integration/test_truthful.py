@@ -358,3 +358,13 @@ def test_redis_at_its_memory_limit_refuses_new_jobs_with_429_and_finishes_accept
     assert refused.json()["error"]["code"] == "queue_full"
     assert server.dbsize() == keys_before
     server.config_set("maxmemory", 0)
+
+
+def test_a_bulk_job_is_published_one_chunk_a_message_so_it_spreads_over_workers(
+    stack_factory: Callable[..., Stack], clean_redis: redis.Redis
+) -> None:
+    """A job of five chunks puts five messages on the queue; five small jobs at once may share one."""
+    queue = "spread"
+    _, api = _stack(stack_factory, queue, INFER_CHUNK_SIZE="2")
+    assert api.submit("iris", [ROW] * 10).status_code == 202
+    assert clean_redis.llen(queue) == 5
