@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import signal
@@ -23,6 +24,10 @@ def _port(variable: str, default: int) -> int:
 
 def main() -> int:
     """Run the whole service in the foreground until Ctrl-C, scaling workers on SIGUSR1 and SIGUSR2."""
+    # To a file or a pipe, Python buffers whole blocks: the banner (the key) would wait for the exit.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
     stack = Stack(RUN_DIR)
     key = os.environ.get("INFER_API_KEY") or secrets.token_urlsafe(24)
     stack.env["INFER_API_KEY_HASHES"] = hash_api_key(key)

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import redis
 
@@ -88,19 +89,31 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
+    # Processes whose log this stack has opened: a second start of one (a restart) appends to it.
+    _logged: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    def _open_log(self, name: str) -> BinaryIO:
+        """Open NAME.log, fresh at this stack's first start of it; the last run's is kept as NAME.log.1."""
+        path = self.run_dir / f"{name}.log"
+        if name in self._logged:
+            return path.open("ab")
+        self._logged.add(name)
+        if path.exists():
+            path.replace(path.with_name(f"{name}.log.1"))
+        return path.open("wb")
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = (self.run_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            argv,
-            env=env or self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the launcher, which stops each in order
-        )
+        with self._open_log(name) as log:  # the process holds its own copy of the file
+            self.procs[name] = subprocess.Popen(
+                argv,
+                env=env or self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the launcher, which stops each in order
+            )
 
     def start_redis(
         self,
@@ -200,8 +213,10 @@ class Stack:
         """
         env = {**self.env, "CELERY_BROKER_URL": self.env["INFER_REDIS_URL"],
                "FLOWER_BASIC_AUTH": f"{user}:{password}"}  # fmt: skip
+        # --db names a shelve, to which dbm adds its own suffix: .run/flower.db with Berkeley DB's
+        # (Debian's Python), as the image's /data/flower.db.
         argv = [sys.executable, "-m", "tools.flower_server", f"--port={port}", "--address=127.0.0.1",
-                "--persistent=True", f"--db={self.run_dir / 'flower.db'}"]  # fmt: skip
+                "--persistent=True", f"--db={self.run_dir / 'flower'}"]  # fmt: skip
         self._spawn("flower", argv, env)
         return f"http://127.0.0.1:{port}"
 
