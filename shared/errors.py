@@ -23,14 +23,36 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    """The stable code of every error the service reports, each the code of one class below."""
+
+    INTERNAL = "internal"
+    INVALID_JSON = "invalid_json"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    UNKNOWN_MODEL = "unknown_model"
+    UNKNOWN_VERSION = "unknown_version"
+    UNKNOWN_JOB = "unknown_job"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_INPUT = "invalid_input"
+    QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    MODEL_UNAVAILABLE = "model_unavailable"
 
 
 class ServiceError(Exception):
     """Base of every error the service reports, with an HTTP status and a stable code."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal"
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
 
     def __init__(
         self,
@@ -52,95 +74,95 @@ class InvalidJson(ServiceError):
     """The body is not parseable JSON or CSV."""
 
     status = 400
-    code = "invalid_json"
+    code = ErrorCode.INVALID_JSON
 
 
 class Unauthorized(ServiceError):
     """The API key is missing or wrong."""
 
     status = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class NotFound(ServiceError):
     """No route or resource answers to the path."""
 
     status = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class UnknownModel(NotFound):
     """No model of that name is published."""
 
-    code = "unknown_model"
+    code = ErrorCode.UNKNOWN_MODEL
 
 
 class UnknownVersion(NotFound):
     """The model has no such version."""
 
-    code = "unknown_version"
+    code = ErrorCode.UNKNOWN_VERSION
 
 
 class UnknownJob(NotFound):
     """No job of that id exists for this key."""
 
-    code = "unknown_job"
+    code = ErrorCode.UNKNOWN_JOB
 
 
 class MethodNotAllowed(ServiceError):
     """The route does not accept this HTTP method."""
 
     status = 405
-    code = "method_not_allowed"
+    code = ErrorCode.METHOD_NOT_ALLOWED
 
 
 class Conflict(ServiceError):
     """The request conflicts with the job's state or an earlier request."""
 
     status = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class PayloadTooLarge(ServiceError):
     """The body is over the configured limit."""
 
     status = 413
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class UnsupportedMediaType(ServiceError):
     """The body is neither JSON nor CSV."""
 
     status = 415
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class InvalidInput(ServiceError):
     """The inputs do not match the model's input schema."""
 
     status = 422
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
 
 
 class QueueFull(ServiceError):
     """The model's queue holds as many jobs as it may."""
 
     status = 429
-    code = "queue_full"
+    code = ErrorCode.QUEUE_FULL
 
 
 class RateLimited(ServiceError):
     """The key has sent more requests than its rate allows."""
 
     status = 429
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
 
 class Unavailable(ServiceError):
     """The broker or job store cannot be reached, so nothing was accepted (unless a subclass says)."""
 
     status = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
 
 
 class MaybeAccepted(Unavailable):
@@ -150,4 +172,4 @@ class MaybeAccepted(Unavailable):
 class ModelLoadError(ServiceError):
     """A model's artifact is missing, tampered with or fails to load."""
 
-    code = "model_unavailable"
+    code = ErrorCode.MODEL_UNAVAILABLE

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, cast
 
 import orjson
@@ -26,13 +27,25 @@ import redis
 from shared import store_scripts as scripts
 from shared.settings import Settings
 
+
+class JobStatus(StrEnum):
+    """The states of a job: queued and running are unfinished, the other four final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "canceled",
-    "expired",
+    JobStatus.QUEUED,
+    JobStatus.RUNNING,
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.CANCELED,
+    JobStatus.EXPIRED,
 )
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
