@@ -85,7 +85,10 @@ def connect(settings: Settings, blocking: bool = False) -> redis.Redis:
 
 def never_sent(exc: redis.RedisError) -> bool:
     """Tell whether a failed command surely never reached Redis (no connection could be made)."""
-    return isinstance(exc, redis.ConnectionError) and str(exc).startswith(("Error ", "Timeout connecting"))
+    text = str(exc)
+    # redis-py's words for a connection that could not be made, or a pool with no connection free.
+    unsent = " connecting to " in text or text.startswith(("Timeout connecting", "No connection available"))
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError) and unsent
 
 
 @dataclass(frozen=True)
