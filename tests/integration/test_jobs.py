@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
 import redis
+import requests
 
+from api.waiter import RECHECK_S
 from tests.integration.conftest import OTHER_KEY, Api
+from tools.stack import free_port
 
 IRIS_RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 IRIS_ROW = [6.2, 2.9, 4.3, 1.3]
@@ -92,14 +97,40 @@ def test_breast_cancer_predicts_from_named_and_positional_records(api: Api, regi
     assert job["outputs"][0]["label"] == "malignant"
 
 
-def test_poll_with_wait_query_holds_until_done(api: Api) -> None:
-    """GET ?wait=N answers as soon as the job ends, not after N seconds."""
-    job_id = api.submit("iris", [IRIS_ROW]).json()["id"]
-    started = time.monotonic()
-    response = api.request("GET", f"/v1/jobs/{job_id}?wait=20")
-    assert response.json()["status"] == "succeeded"
-    assert response.headers["Preference-Applied"] == "wait=20"
-    assert time.monotonic() - started < 10
+def test_a_long_poll_is_woken_by_the_jobs_end_well_within_the_recheck_interval(
+    stack_factory: Any, clean_redis: redis.Redis
+) -> None:
+    """GET ?wait=N answers within a small fraction of RECHECK_S of the job's completed_at.
+
+    The waiter also re-checks every RECHECK_S in case an announcement was missed, so a poll would
+    end without the wake-up too, only later: four polls started a quarter of RECHECK_S apart
+    re-check at four phases, and without the wake-up one of them would answer at least 3/4 of
+    RECHECK_S after the end.
+    """
+    stack = stack_factory(INFER_QUEUE_NAME="long-poll")
+    api = Api(stack.start_api(free_port()))
+    job_id = api.submit("iris", [IRIS_ROW]).json()["id"]  # no worker consumes the queue yet: it waits
+    answers: list[tuple[float, requests.Response]] = []
+
+    def long_poll() -> None:
+        response = Api(api.base).request("GET", f"/v1/jobs/{job_id}?wait=60")
+        answers.append((time.time(), response))
+
+    polls = [threading.Thread(target=long_poll) for _ in range(4)]
+    for poll in polls:
+        poll.start()
+        time.sleep(RECHECK_S / 4)  # on purpose: each poll's re-checks fall at another phase
+    assert not answers  # every poll is held while the job is queued
+    stack.start_worker("worker-long-poll", 1)  # now the job runs
+    for poll in polls:
+        poll.join(60)
+    assert len(answers) == 4
+    for arrived, response in answers:
+        job = response.json()
+        assert job["status"] == "succeeded", job
+        assert response.headers["Preference-Applied"] == "wait=60"
+        ended = datetime.fromisoformat(job["completed_at"].replace("Z", "+00:00")).timestamp()
+        assert arrived - ended < 0.3 * RECHECK_S, [round(a - ended, 3) for a, _ in answers]
 
 
 def test_jobs_are_private_to_their_key(api: Api) -> None:
@@ -123,17 +154,32 @@ def test_missing_or_wrong_key_is_401(api: Api) -> None:
     )
 
 
-def test_cancel_a_queued_job_then_cancel_again_is_409(api: Api) -> None:
-    """Cancel ends a queued job as canceled; a second cancel of the ended job is a conflict."""
-    job_id = api.submit("iris", [IRIS_ROW], deadline_s=0.001).json()["id"]
+def test_cancel_a_queued_job_then_cancel_again_is_409_and_no_worker_ever_runs_it(
+    stack_factory: Any, clean_redis: redis.Redis
+) -> None:
+    """Cancel ends a queued job as canceled and frees its inputs; cancel again is 409; it never runs."""
+    queue = "cancel-queued"
+    stack = stack_factory(INFER_QUEUE_NAME=queue)
+    api = Api(stack.start_api(free_port()))
+    job_id = api.submit("iris", [IRIS_ROW]).json()["id"]
+    assert clean_redis.llen(queue) == 1  # no worker consumes this queue yet: the job is surely queued
+    assert clean_redis.exists(f"job:{job_id}:in")
     first = api.request("POST", f"/v1/jobs/{job_id}/cancel")
-    if first.status_code == 200:
-        assert first.json()["status"] == "canceled"
-        assert first.json()["error"]["code"] == "canceled"
-    else:  # the worker was quicker: it expired the job first
-        _error(first, 409, "conflict")
-    _error(api.request("POST", f"/v1/jobs/{job_id}/cancel"), 409, "conflict")
-    assert api.wait_job(job_id)["status"] in ("canceled", "expired")
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "canceled"
+    assert first.json()["error"]["code"] == "canceled"
+    assert not clean_redis.exists(f"job:{job_id}:in")
+    assert _error(api.request("POST", f"/v1/jobs/{job_id}/cancel"), 409, "conflict")["details"] == [
+        {"field": "status", "reason": "canceled"}
+    ]
+    stack.start_worker("worker-cancel-queued", 1)
+    # One process takes the queue in order: once a job sent after it has run, its message was taken.
+    assert api.submit("iris", [IRIS_ROW], wait=60).json()["status"] == "succeeded"
+    job = api.request("GET", f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled"
+    assert job["started_at"] is None
+    assert job["progress"]["done"] == 0
+    assert job["outputs"] is None
 
 
 def test_a_job_past_its_deadline_expires_without_running(api: Api) -> None:
@@ -166,8 +212,6 @@ def test_outputs_stream_as_ndjson_and_csv_in_input_order(api: Api) -> None:
 
 def test_inline_limit_leaves_large_outputs_to_the_stream(stack_factory: Any, api: Api) -> None:
     """A job over the inline limit has no outputs in its body; the stream has them all."""
-    from tools.stack import free_port
-
     stack = stack_factory(INFER_INLINE_LIMIT="3", INFER_CHUNK_SIZE="2")
     small = Api(stack.start_api(free_port()))
     job = small.submit("iris", [IRIS_ROW] * 5, wait=20).json()
@@ -181,8 +225,6 @@ def test_a_full_model_queue_is_429_queue_full_with_retry_after(
     stack_factory: Any, api: Api, clean_redis: redis.Redis
 ) -> None:
     """A model whose queue holds its maximum refuses more jobs with 429 and Retry-After."""
-    from tools.stack import free_port
-
     limited = Api(stack_factory(INFER_MAX_QUEUED_PER_MODEL="1").start_api(free_port()))
     clean_redis.zadd("queued:iris", {"f" * 32: time.time()})  # one job waiting that no worker took yet
     full = limited.submit("iris", [IRIS_ROW])
@@ -193,8 +235,6 @@ def test_a_full_model_queue_is_429_queue_full_with_retry_after(
 
 def test_a_key_over_its_rate_is_429_rate_limited_with_retry_after(stack_factory: Any, api: Api) -> None:
     """A key that submits more jobs a second than its rate allows gets 429 rate_limited."""
-    from tools.stack import free_port
-
     limited = Api(stack_factory(INFER_RATE_LIMIT_PER_S="3").start_api(free_port()))
     responses = [limited.submit("iris", [IRIS_ROW]) for _ in range(8)]
     refused = [r for r in responses if r.status_code == 429]
@@ -208,8 +248,6 @@ def test_a_key_over_its_rate_is_429_rate_limited_with_retry_after(stack_factory:
 
 def test_broker_down_is_503_within_a_second_and_nothing_is_accepted(stack_factory: Any, api: Api) -> None:
     """With Redis unreachable, submit answers 503 unavailable quickly and readyz is 503."""
-    from tools.stack import free_port
-
     stack = stack_factory(INFER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     dead = Api(stack.start_api(free_port()))
     started = time.monotonic()
