@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import Api
-from tools.stack import free_port
+from tools.stack import free_port, wait_until
 
 CSV = {"Content-Type": "text/csv"}
 
@@ -84,19 +84,31 @@ def test_bad_csv_rows_get_422_naming_row_and_column_and_enqueue_nothing(
     assert not list(clean_redis.scan_iter("job:*"))
 
 
-def test_cancel_stops_a_bulk_job_between_chunks(stack_factory: Any, clean_redis: redis.Redis) -> None:
-    """A canceled bulk job ends canceled, its chunks are never predicted, and its inputs are freed."""
-    stack = stack_factory(INFER_CHUNK_SIZE="10", INFER_QUEUE_NAME="cancel")
+def test_cancel_stops_a_running_bulk_job_at_its_next_chunk(
+    stack_factory: Any, clean_redis: redis.Redis
+) -> None:
+    """A bulk job canceled while a worker predicts it ends canceled part-done; no chunk counts after."""
+    stack = stack_factory(INFER_CHUNK_SIZE="10", INFER_QUEUE_NAME="cancel-running")
     api = Api(stack.start_api(free_port()))
-    body = _csv(["sepal_length", "sepal_width", "petal_length", "petal_width"], np.ones((500, 4)))
+    total = 5_000  # 500 chunks: many more than a worker predicts between two looks of the test
+    body = _csv(["sepal_length", "sepal_width", "petal_length", "petal_width"], np.ones((total, 4)))
     job_id = api.request("POST", "/v1/models/iris/jobs", data=body, headers=CSV).json()["id"]
-    assert clean_redis.hlen(f"job:{job_id}:in") == 50  # no worker consumes this queue yet
-    canceled = api.request("POST", f"/v1/jobs/{job_id}/cancel").json()
-    assert canceled["status"] == "canceled"
-    assert not clean_redis.exists(f"job:{job_id}:in")
-    stack.start_worker("worker-cancel", 1)
+    assert clean_redis.hlen(f"job:{job_id}:in") == total // 10  # no worker consumes this queue yet
+    stack.start_worker("worker-cancel-running", 1)
+
+    def done() -> int:
+        return int(api.request("GET", f"/v1/jobs/{job_id}").json()["progress"]["done"])
+
+    wait_until(lambda: done() > 0, 60, "the worker's first chunk")
+    canceled = api.request("POST", f"/v1/jobs/{job_id}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    stopped_at = canceled.json()["progress"]["done"]
+    assert 0 < stopped_at < total
+    assert not clean_redis.exists(f"job:{job_id}:in")  # the chunks not yet predicted are dropped
+    # One process takes the queue in order: once a job sent after the cancel has run, every chunk
+    # message of the canceled job has been taken, the one in hand at the cancel included.
+    assert api.submit("iris", [[1, 2, 3, 4]], wait=60).json()["status"] == "succeeded"
     job = api.request("GET", f"/v1/jobs/{job_id}").json()
     assert job["status"] == "canceled"
-    assert job["progress"]["done"] == 0
-    api.request("GET", f"/v1/jobs/{job_id}?wait=3")
-    assert api.request("GET", f"/v1/jobs/{job_id}").json()["progress"]["done"] == 0
+    assert job["progress"] == {"done": stopped_at, "total": total}
