@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from shared.registry import Registry
 from tests.integration.conftest import Api
 from tools.stack import free_port, wait_until
 
@@ -19,8 +20,13 @@ def _pool_children(pid: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
+def _models_loaded(log: Path) -> int:
+    """Return how many model versions a worker's log says its pool processes have loaded."""
+    return len(re.findall(r"\] loaded \S+ \S+ \(", log.read_text())) if log.exists() else 0
+
+
 def test_a_killed_workers_job_finishes_on_another_worker(
-    stack_factory: Any, clean_redis: redis.Redis
+    stack_factory: Any, registry: Registry, clean_redis: redis.Redis
 ) -> None:
     """A job delivered to a worker that is then SIGKILLed is redelivered and finished by another."""
     queue = "faults"
@@ -29,7 +35,9 @@ def test_a_killed_workers_job_finishes_on_another_worker(
     stack.start_worker("worker-doomed", 1)
     doomed = stack.procs["worker-doomed"]
     wait_until(lambda: len(_pool_children(doomed.pid)) == 1, 60, "the doomed worker's pool")
-    time.sleep(3)  # the pool process loads its models before it would take a task
+    # The pool process loads every model before it would take a task: freeze it only once it has.
+    log = stack.run_dir / "worker-doomed.log"
+    wait_until(lambda: _models_loaded(log) >= len(registry.all()), 60, "the pool's models")
     # Freeze the pool process so the delivered job stays in the worker's hands, unacknowledged.
     for child in _pool_children(doomed.pid):
         os.kill(child, signal.SIGSTOP)

@@ -68,7 +68,7 @@ def test_workers_killed_repeatedly_lose_no_job_and_outputs_never_change(
     def killer() -> None:
         rng = random.Random(5)
         for round_ in range(4):
-            time.sleep(1.5)
+            time.sleep(1.5)  # on purpose: the killer strikes every 1.5 s while the load runs
             victim = rng.choice(stack.workers())
             _kill_worker(stack, victim)
             stack.start_worker(f"worker-r{round_}", 1)
@@ -84,7 +84,11 @@ def test_workers_killed_repeatedly_lose_no_job_and_outputs_never_change(
     statuses = {j["status"] for j in jobs.values()}
     assert statuses == {"succeeded"}, {s: sum(j["status"] == s for j in jobs.values()) for s in statuses}
     assert all(j["progress"]["done"] == j["progress"]["total"] == len(j["outputs"]) for j in jobs.values())
-    time.sleep(6)  # past the visibility timeout: any redelivery has happened by now
+    # Messages that killed workers held come back after the visibility timeout and run again:
+    # once none is held or queued, every redelivery has happened.
+    wait_until(
+        lambda: clean_redis.hlen("unacked") == 0 and clean_redis.llen("killed") == 0, 60, "every redelivery"
+    )
     again = _all_end(api, job_ids, timeout=30)
     assert {i: (j["outputs"], j["completed_at"]) for i, j in again.items()} == {
         i: (j["outputs"], j["completed_at"]) for i, j in jobs.items()
@@ -117,21 +121,23 @@ def test_redis_restarted_mid_run_completes_every_accepted_job(
                 accepted.append(response.json()["id"])
             else:
                 refused.append(response.status_code)
-            time.sleep(0.01)
+            time.sleep(0.01)  # paces the load generator: about 100 submissions a second per client
 
     clients = [threading.Thread(target=client) for _ in range(4)]
     for thread in clients:
         thread.start()
-    time.sleep(2)
-    stack.procs.pop("redis").terminate()  # SIGTERM: Redis flushes its append-only file and exits
-    time.sleep(0.5)
+    wait_until(lambda: len(accepted) >= 30, 30, "the clients' first accepted jobs")
+    server = stack.procs.pop("redis")
+    server.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+    server.wait(10)
     started = time.monotonic()
     down = api.submit("iris", [ROW])
     took = time.monotonic() - started
     ready_down = api.request("GET", "/readyz", key=None).status_code
-    time.sleep(1.5)
+    wait_until(lambda: len(refused) >= 2 * len(clients), 10, "the clients meeting the outage")
     stack.start_redis(port, password="restart-secret")
-    time.sleep(3)
+    recovered = len(accepted)
+    wait_until(lambda: len(accepted) >= recovered + 30, 60, "jobs accepted again")
     stop.set()
     for thread in clients:
         thread.join()
@@ -162,19 +168,19 @@ def test_api_process_killed_while_clients_retry_creates_no_job_twice(
             try:
                 response = own.submit("iris", [ROW], headers={"Idempotency-Key": f"key-{i}"})
             except requests.RequestException:
-                time.sleep(0.05)
+                time.sleep(0.05)  # a client's back-off before it retries, on purpose
                 continue
             if response.status_code in (200, 202):
                 seen.add(response.json()["id"])
                 if len(seen) > 1 or random.random() < 0.7:  # some clients retry although answered
                     return seen
             else:
-                time.sleep(0.05)
+                time.sleep(0.05)  # a client's back-off before it retries, on purpose
         return seen
 
     def killer() -> None:
         for _ in range(3):
-            time.sleep(0.7)
+            time.sleep(0.7)  # on purpose: the killer strikes every 0.7 s while clients retry
             victims = _children(master)
             if victims:
                 os.kill(victims[0], signal.SIGKILL)
