@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -75,6 +76,10 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, scale)
     signal.signal(signal.SIGUSR2, scale)
     PID_FILE.write_text(str(os.getpid()))
+    without_curl = (
+        f"KEY={shlex.quote(key)} API={base} .venv/bin/python -m tools.call POST /v1/models/iris/jobs "
+        """'{"inputs": [[5.1, 3.5, 1.4, 0.2]]}' -H 'Prefer: wait=5'"""
+    )
     print(f"""
   API      {base}          (docs: {base}/docs)
   Flower   {flower}          (user admin, password {flower_password})
@@ -85,6 +90,8 @@ def main() -> int:
     curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
          -H 'Prefer: wait=5' -d '{{"inputs": [[5.1, 3.5, 1.4, 0.2]]}}' \\
          {base}/v1/models/iris/jobs
+  or without curl (one line):
+    {without_curl}
 
   Ctrl-C stops everything this command started.""")
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dbm
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -91,6 +93,22 @@ def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_proc
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
+        # The banner's line without curl, as printed, from the repository (its .venv/bin/python is ours).
+        line = text.split("or without curl (one line):\n", 1)[1].splitlines()[0]
+        words = shlex.split(line)
+        assert words[2:5] == [".venv/bin/python", "-m", "tools.call"]
+        variables = dict(assignment.split("=", 1) for assignment in words[:2])
+        assert variables == {"KEY": key.group(1), "API": f"http://127.0.0.1:{api_port}"}
+        tried = subprocess.run(
+            [sys.executable, *words[3:]],
+            env={**env, **variables},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert tried.returncode == 0, tried.stderr
+        assert json.loads(tried.stdout)["status"] == "succeeded"
         started = _descendants(run.pid)
         assert len(started) >= 4, started  # redis-server, the worker, the API and Flower at least
         run.send_signal(signal.SIGINT)
