@@ -76,7 +76,7 @@ def _respond(
     job_id: str, record: JobRecord, view: dict[str, Any], wait: float | None, accepted_status: int
 ) -> Response:
     headers = {"Preference-Applied": f"wait={wait:g}"} if wait is not None else {}
-    # A submit answers 200 only when its requested wait saw the job end; else 202: accepted, not yet done.
+    # A submit answers 200 only when its requested wait saw the job end; otherwise 202, accepted.
     status = 200 if record.terminal and wait is not None else accepted_status
     if accepted_status == 202:
         headers["Location"] = job_urls(job_id)["get"]
