@@ -1,347 +1,111 @@
-"""The OpenAPI 3.1 description of the HTTP contract, built once per app."""
+"""The OpenAPI 3.1 document, made from the contract's models, the table of operations and the settings."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
+from pydantic.json_schema import models_json_schema
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {"type": "array", "items": {"type": "object"}},
-                },
-            }
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["id", "model", "version", "status", "created_at", "progress", "urls"],
-        "properties": {
-            "id": {"type": "string"},
-            "model": {"type": "string"},
-            "version": {"type": "string"},
-            "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled", "expired"]},
-            "created_at": {"type": "string", "format": "date-time"},
-            "started_at": _NULLABLE_TIME,
-            "completed_at": _NULLABLE_TIME,
-            "progress": {
-                "type": "object",
-                "required": ["done", "total"],
-                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
-            },
-            "outputs": {"type": ["array", "null"], "items": {"type": "object"}},
-            "error": {
-                "type": ["object", "null"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            },
-            "metrics": {
-                "type": "object",
-                "properties": {
-                    "queue_ms": _NUMBER_OR_NULL,
-                    "predict_ms": _NUMBER_OR_NULL,
-                    "total_ms": _NUMBER_OR_NULL,
-                },
-            },
-            "urls": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    },
-    "JobList": {
-        "type": "object",
-        "required": ["jobs", "next_cursor"],
-        "properties": {
-            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "ModelSummary": {
-        "type": "object",
-        "required": ["name", "version", "versions", "description", "task"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "versions": {"type": "array", "items": {"type": "string"}},
-            "description": {"type": "string"},
-            "task": {"enum": ["classification", "regression"]},
-            "runtime": {"enum": ["onnx", "sklearn"]},
-        },
-    },
-    "Model": {
-        "allOf": [{"$ref": "#/components/schemas/ModelSummary"}],
-        "type": "object",
-        "required": ["input_schema", "output_schema", "deterministic", "created_at", "sha256"],
-        "properties": {
-            "input_schema": {"type": "object"},
-            "output_schema": {"type": "object"},
-            "labels": {"type": ["array", "null"], "items": {"type": "string"}},
-            "features": {"type": "array", "items": {"type": "string"}},
-            "deterministic": {"type": "boolean"},
-            "created_at": {"type": "string"},
-            "sha256": {"type": "string"},
-        },
-    },
-    "Submission": {
-        "type": "object",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {
-            "inputs": {
-                "type": "array",
-                "minItems": 1,
-                "items": {"oneOf": [{"type": "object"}, {"type": "array"}]},
-            },
-            "version": {"type": "string"},
-            "deadline_s": {"type": "number", "exclusiveMinimum": 0},
-        },
-    },
-    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+from api.contract import REF, RESPONSE_MODELS, ContractSchema
+from api.operations import TAGS, UNAUTHORIZED, Limits, Op, json_answer, operations
+from api.server import limit_request_field_size, limit_request_fields, limit_request_line
+from api.validation import SubmitBody
+from shared.errors import ErrorCode
+from shared.registry import VERSION_RE
+from shared.settings import Settings
+
+# What any route may answer: the app's 405, and the HTTP server's refusals of what is too long to read.
+_ANY_ROUTE = {
+    405: "This path does not take that method (`method_not_allowed`); `Allow` lists those it does.",
+    414: f"The request line (method, path and query) is over {limit_request_line:,} bytes (`uri_too_long`).",
+    431: f"A header line is over {limit_request_field_size:,} bytes, or there are over "
+    f"{limit_request_fields} headers (`header_too_large`).",
 }
 
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
-
-
-_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_WAIT_QUERY = {
-    "name": "wait",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "number", "minimum": 0},
-    "description": "Hold the answer up to this many seconds (at most 60) for the job to finish.",
-}
-_PREFER = {
-    "name": "Prefer",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "`wait=N`: hold the answer up to N seconds for the job to finish.",
-}
-
-_ERROR_TEXT = {
-    400: "Body is not parseable.",
-    401: "API key missing or wrong.",
-    404: "Unknown model, version or job.",
-    405: "Method not allowed.",
-    409: "Conflicts with the job's state or an earlier request.",
-    413: "Body over the configured limit.",
-    415: "Neither JSON nor CSV.",
-    422: "Inputs do not match the model's input schema.",
-    429: "Queue full or rate limited.",
-    503: "Broker unreachable; nothing was accepted.",
+# A parenthesis naming error codes, as the descriptions write them: (`unknown_model`), (`a` or `b`).
+_CODES = re.compile(r" \((?:`[a-z_]+`(?:, | or )?)+\)")
+# The header that comes with an error status: name, meaning, schema.
+_ERROR_HEADERS = {
+    405: ("Allow", "The methods this path takes.", {"type": "string"}),
+    429: ("Retry-After", "Seconds to wait before sending it again.", {"type": "integer", "minimum": 1}),
 }
 
 
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of every route."""
-    job_ok = _json("Job", "The job.")
-    paths: dict[str, Any] = {
-        "/v1/models": {
-            "get": {
-                "summary": "List published models",
-                "operationId": "listModels",
-                "security": _AUTH,
-                "responses": {
-                    "200": {
-                        "description": "Every model with its default version.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["models"],
-                                    "properties": {
-                                        "models": {"type": "array", "items": _ref("ModelSummary")}
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    **_errors(401),
-                },
-            }
-        },
-        "/v1/models/{name}": {
-            "get": {
-                "summary": "Describe a model's default version",
-                "operationId": "getModel",
-                "security": _AUTH,
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": _json("Model", "The model."), **_errors(401, 404)},
-            }
-        },
-        "/v1/models/{name}/versions/{version}": {
-            "get": {
-                "summary": "Describe one version of a model",
-                "operationId": "getModelVersion",
-                "security": _AUTH,
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}},
-                ],
-                "responses": {"200": _json("Model", "The model version."), **_errors(401, 404)},
-            }
-        },
-        "/v1/models/{name}/jobs": {
-            "post": {
-                "summary": "Submit a prediction job",
-                "operationId": "submitJob",
-                "security": _AUTH,
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    _PREFER,
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref("Submission")},
-                        "text/csv": {"schema": {"type": "string"}},
-                    },
-                },
-                "responses": {
-                    "200": _json("Job", "The job finished within the requested wait."),
-                    "202": {
-                        **_json("Job", "The job was accepted."),
-                        "headers": {"Location": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503),
-                },
-            }
-        },
-        "/v1/jobs": {
-            "get": {
-                "summary": "List this key's jobs, newest first",
-                "operationId": "listJobs",
-                "security": _AUTH,
-                "parameters": [
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "required": False,
-                        "schema": SCHEMAS["Job"]["properties"]["status"],
-                    },
-                    {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                    },
-                ],
-                "responses": {"200": _json("JobList", "A page of jobs."), **_errors(401, 422)},
-            }
-        },
-        "/v1/jobs/{job_id}": {
-            "get": {
-                "summary": "Poll a job, optionally waiting for it to finish",
-                "operationId": "getJob",
-                "security": _AUTH,
-                "parameters": [_JOB_ID, _WAIT_QUERY, _PREFER],
-                "responses": {"200": job_ok, **_errors(401, 404, 422)},
-            }
-        },
-        "/v1/jobs/{job_id}/cancel": {
-            "post": {
-                "summary": "Cancel a queued or running job",
-                "operationId": "cancelJob",
-                "security": _AUTH,
-                "parameters": [_JOB_ID],
-                "responses": {"200": job_ok, **_errors(401, 404, 409)},
-            }
-        },
-        "/v1/jobs/{job_id}/outputs": {
-            "get": {
-                "summary": "Stream every output of a succeeded job",
-                "operationId": "getJobOutputs",
-                "security": _AUTH,
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": {
-                        "description": "One output a line (NDJSON) or a row (CSV), in input order.",
-                        "content": {
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(401, 404, 409),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "operationId": "healthz",
-                "responses": {"200": _json("Status", "Serving.")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: Redis answers and a worker consumes",
-                "operationId": "readyz",
-                "responses": {"200": _json("Status", "Ready."), **_errors(503)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Text exposition format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
+def _error_answer(status: int, description: str) -> dict[str, Any]:
+    answer = json_answer("Error", description)
+    # The example has the first code the description names and the description, without codes, as message.
+    code = next((c for c in ErrorCode if f"`{c}`" in description), ErrorCode.INTERNAL)
+    example = {"error": {"code": code, "message": _CODES.sub("", description), "details": []}}
+    answer["content"]["application/json"]["example"] = example
+    if status in _ERROR_HEADERS:
+        name, text, schema = _ERROR_HEADERS[status]
+        answer["headers"] = {name: {"description": text, "required": True, "schema": schema}}
+    return answer
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    errors = {**op.errors, **_ANY_ROUTE, **({} if op.public else {401: UNAUTHORIZED})}
+    responses = {str(s): op.ok[s] for s in sorted(op.ok)}
+    responses.update({str(s): _error_answer(s, errors[s]) for s in sorted(errors)})
+    document: dict[str, Any] = {
+        "operationId": op.id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "security": [] if op.public else [{"bearer": []}],
     }
+    if op.description:
+        document["description"] = op.description
+    if op.params:
+        document["parameters"] = list(op.params)
+    if op.body:
+        document["requestBody"] = op.body
+    document["responses"] = responses
+    return document
+
+
+def _components(settings: Settings) -> dict[str, Any]:
+    """Return every schema of the contract, with the limits of the settings written into them."""
+    _, found = models_json_schema(
+        [(model, "serialization") for model in RESPONSE_MODELS] + [(SubmitBody, "validation")],
+        ref_template=REF,
+        schema_generator=ContractSchema,
+    )
+    schemas: dict[str, Any] = found["$defs"]
+    # What validate_records and the registry check, beyond the envelope SubmitBody parses.
+    value = {"type": ["number", "string"]}
+    by_name = {"type": "object", "description": "Values by feature name.", "additionalProperties": value}
+    in_order = {"type": "array", "description": "Values in feature order.", "minItems": 1, "items": value}
+    submit = schemas["SubmitBody"]["properties"]
+    submit["inputs"].update(minItems=1, maxItems=settings.max_records, items={"anyOf": [by_name, in_order]})
+    submit["version"]["anyOf"][0]["pattern"] = VERSION_RE.pattern
+    outputs = schemas["Job"]["properties"]["outputs"]
+    outputs["description"] += f" The inline limit is {settings.inline_limit:,}."
+    return schemas
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of every route, with the limits of these settings."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations(settings):
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    limits = Limits.of(settings)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Inference service",
             "version": "1.0.0",
-            "description": "Submit prediction jobs to scikit-learn models and poll for their results.",
+            "description": "Submit prediction jobs to scikit-learn models and poll for their results. Send "
+            "`Authorization: Bearer <api-key>` on every `/v1` route; every error answers with an `Error` "
+            f"body. This deployment's limits: {limits.records} a JSON job, {limits.body} a body, outputs "
+            f"inline up to {limits.inline}, waits up to {limits.wait}, jobs kept {limits.retention} "
+            "after they end.",
         },
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {
-                f"E{status}": {
-                    "description": text,
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                }
-                for status, text in _ERROR_TEXT.items()
-            },
+            "schemas": _components(settings),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}},
         },
     }

@@ -22,9 +22,25 @@ class SubmitBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: list[Any]
-    version: str | None = Field(default=None, max_length=32)
-    deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
+    inputs: list[Any] = Field(
+        description="The records to predict, each answered by the output of the same index: an object keyed "
+        "by feature name or an array of values in the model's feature order (a text model's record is "
+        '{"text": "..."} or ["..."]).',
+        examples=[[{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]],
+    )
+    version: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The model version to use; the model's default version when absent.",
+        examples=["1.0.0"],
+    )
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DEADLINE_S,
+        description="Seconds from now by which the job must have started, or it ends as expired.",
+        examples=[30],
+    )
 
 
 def parse_json(raw: bytes) -> Any:

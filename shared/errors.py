@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
-    """The stable code of every error the service reports, each the code of one class below."""
+    """The stable code of every error the service reports: each class's below, and the HTTP server's own."""
 
     INTERNAL = "internal"
     INVALID_JSON = "invalid_json"
@@ -46,6 +46,11 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     MODEL_UNAVAILABLE = "model_unavailable"
+    # Answered by the HTTP server (api/server.py) to what never reaches the app.
+    INVALID_REQUEST = "invalid_request"
+    URI_TOO_LONG = "uri_too_long"
+    HEADER_TOO_LARGE = "header_too_large"
+    FORBIDDEN = "forbidden"
 
 
 class ServiceError(Exception):

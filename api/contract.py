@@ -1,0 +1,209 @@
+"""The bodies of the HTTP contract (API.md) as pydantic models, from which the OpenAPI document is made.
+
+Routes build plain dicts on the hot path (api/views.py); a unit test validates every one of them
+against these models, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from api.routes.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from shared.errors import ErrorCode
+from shared.registry import NAME_RE
+from shared.store import JobStatus
+
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+# Where the OpenAPI document keeps the models' schemas.
+REF = "#/components/schemas/{model}"
+
+
+class ContractSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema without property titles (generators name types by them), keys as written."""
+
+    def field_title_should_be_set(self, schema: CoreSchema | Any) -> bool:
+        """Give no property a title of its own."""
+        return False
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        """Keep every key where it was written, so examples read in the models' feature order."""
+        return value
+
+
+def _open_to_additions(schema: dict[str, Any]) -> None:
+    """Leave additionalProperties out of a response body's schema, since API.md lets fields be added."""
+    schema.pop("additionalProperties", None)
+
+
+class Answer(BaseModel):
+    """Base of the response bodies: exact on what the server sends today, open to fields added later."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_open_to_additions)
+
+
+class Progress(Answer):
+    """How many of a job's records have been predicted."""
+
+    done: int = Field(ge=0, description="Records predicted so far.")
+    total: int = Field(ge=0, description="Records in the job.")
+
+
+class JobError(Answer):
+    """Why a job failed, was canceled or expired."""
+
+    code: str = Field(
+        description="A stable code: `canceled`, `expired`, `lost`, `prediction_failed`, `model_unavailable`…",
+        examples=["canceled"],
+    )
+    message: str = Field(description="One plain sentence.")
+
+
+class JobMetrics(Answer):
+    """Where a job's time went, in milliseconds; null until the step happened."""
+
+    queue_ms: float | None = Field(description="From submission to the start of prediction.")
+    predict_ms: float | None = Field(description="Time the workers spent predicting.")
+    total_ms: float | None = Field(description="From submission to the end.")
+
+
+class JobUrls(Answer):
+    """The paths of a job's routes."""
+
+    get: str = Field(description="Poll the job.", examples=["/v1/jobs/0190f1c2a3b4c5d6e7f8a9b0c1d2e3f4"])
+    cancel: str = Field(description="Cancel the job.")
+    outputs: str = Field(description="Stream all outputs of the succeeded job.")
+
+
+class ClassificationOutput(Answer):
+    """A classifier's answer to one record: the label and each label's probability."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+class RegressionOutput(Answer):
+    """A regressor's answer to one record."""
+
+    value: float
+
+
+class Job(Answer):
+    """A prediction job: its state, progress, timings and, once succeeded and small, its outputs."""
+
+    id: str = Field(pattern=JOB_ID_PATTERN, description="The job's id; ids sort by creation time.")
+    model: str = Field(description="The model's name.", examples=["iris"])
+    version: str = Field(description="The model version that serves the job.", examples=["1.0.0"])
+    status: JobStatus = Field(description="Queued and running jobs change; the other statuses are final.")
+    created_at: datetime = Field(description="When the job was accepted (RFC 3339, UTC).")
+    started_at: datetime | None = Field(description="When prediction started.")
+    completed_at: datetime | None = Field(description="When the job ended.")
+    progress: Progress
+    outputs: list[ClassificationOutput | RegressionOutput] | None = Field(
+        description="One output per input record, in input order: only when the job succeeded and has at "
+        "most the inline limit of records; otherwise null (stream them from urls.outputs)."
+    )
+    error: JobError | None = Field(description="Why the job failed, was canceled or expired; else null.")
+    metrics: JobMetrics
+    urls: JobUrls
+
+
+class JobList(Answer):
+    """A page of this key's jobs, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None = Field(
+        pattern=JOB_ID_PATTERN, description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class ModelSummary(Answer):
+    """A published model and its default version, as GET /v1/models lists it."""
+
+    name: str = Field(pattern=NAME_RE.pattern, examples=["iris"])
+    version: str = Field(description="The default version.", examples=["1.0.0"])
+    versions: list[str] = Field(description="Every published version, oldest first.")
+    description: str
+    task: Literal["classification", "regression"]
+    runtime: Literal["onnx", "sklearn"] = Field(description="What the workers serve the model with.")
+
+
+class Model(ModelSummary):
+    """One version of a model: what a record must look like and what each output will."""
+
+    features: list[str] = Field(description="The feature names, in the order an array record gives them.")
+    input_schema: dict[str, Any] = Field(description="JSON Schema of one record (an object).")
+    output_schema: dict[str, Any] = Field(description="JSON Schema of one output.")
+    labels: list[str] | None = Field(description="A classifier's classes, in order; null for a regressor.")
+    deterministic: bool = Field(description="Whether the same record always gets the same output.")
+    created_at: datetime = Field(description="When the version was published (RFC 3339, UTC).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Digest of the artifact the workers serve.")
+    artifact_format: Literal["onnx", "skops", "joblib"]
+    metrics: dict[str, Any] = Field(description="Figures measured when the version was published.")
+
+
+class ModelList(Answer):
+    """Every published model."""
+
+    models: list[ModelSummary]
+
+
+class ErrorDetail(Answer):
+    """One thing wrong with a request: where (record index, field) and why."""
+
+    index: int | None = Field(default=None, description="The record's index (a CSV body's data row).")
+    field: str | None = Field(description="The field, feature, parameter or header at fault.")
+    reason: str
+
+
+class ErrorInfo(Answer):
+    """What went wrong, in a stable code and one plain sentence."""
+
+    code: ErrorCode
+    message: str
+    details: list[ErrorDetail]
+
+
+class Error(Answer):
+    """The body of every error answer, from every route."""
+
+    error: ErrorInfo
+
+
+class Health(Answer):
+    """The liveness answer."""
+
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    """The readiness answer: Redis answers and workers consume the jobs' queue."""
+
+    status: Literal["ready"]
+    workers: int = Field(ge=1, description="Workers consuming the jobs' queue.")
+
+
+class ListQuery(BaseModel):
+    """The query of GET /v1/jobs."""
+
+    status: JobStatus | None = Field(default=None, description="Only jobs in this status.")
+    model: str | None = Field(default=None, description="Only jobs of this model.")
+    limit: int = Field(default=DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT, description="Jobs on a page.")
+    cursor: str | None = Field(
+        default=None, pattern=JOB_ID_PATTERN, description="The `next_cursor` of the previous page."
+    )
+
+
+class PollQuery(BaseModel):
+    """The query of GET /v1/jobs/{job_id}."""
+
+    wait: float | None = Field(
+        default=None, ge=0, description="Hold the answer up to this many seconds for the job to end."
+    )
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (Job, JobList, Model, ModelList, Error, Health, Readiness)

@@ -1,0 +1,309 @@
+"""The operations of the HTTP API as a table: path, parameters, body, and what each status means."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from api.contract import JOB_ID_PATTERN, REF, ContractSchema, ListQuery, PollQuery
+from api.routes.jobs import MAX_LIST_LIMIT
+from shared.registry import NAME_RE, VERSION_RE
+from shared.settings import Settings
+
+CSV_EXAMPLE = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: where it is, what it takes, and what every status it can answer means."""
+
+    method: str
+    path: str
+    id: str
+    tag: str
+    summary: str
+    ok: Mapping[int, dict[str, Any]]
+    errors: Mapping[int, str]
+    params: tuple[dict[str, Any], ...] = ()
+    body: dict[str, Any] | None = None
+    public: bool = False
+    description: str = ""
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def json_answer(model: str, description: str, **extra: Any) -> dict[str, Any]:
+    """Return an answer whose body is the named model as JSON."""
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}, **extra}
+
+
+def _text(*media_types: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {m: {"schema": {"type": "string"}} for m in media_types}}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
+
+
+def _path(name: str, pattern: str, description: str) -> dict[str, Any]:
+    return _param(name, "path", {"type": "string", "pattern": pattern}, description, True)
+
+
+def _drop_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a query parameter's schema without its null branch: an absent parameter is the null."""
+    branches = [b for b in schema.get("anyOf", []) if b != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "description") and v is not None}
+    return {**branches[0], **rest} if len(branches) == 1 else rest
+
+
+def _query(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
+    """Return the query parameters a model declares, one per field."""
+    schema = model.model_json_schema(ref_template=REF, schema_generator=ContractSchema)
+    required = schema.get("required", [])
+    return tuple(
+        _param(name, "query", _drop_null(prop), prop.get("description", ""), name in required)
+        for name, prop in schema["properties"].items()
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits of the settings, as the document words them."""
+
+    wait: str
+    body: str
+    records: str
+    inline: str
+    retention: str
+    open_requests: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """Return the limits of these settings."""
+        return cls(
+            wait=f"{settings.max_wait_s:g} seconds",
+            body=f"{settings.max_body_bytes:,} bytes",
+            records=f"{settings.max_records:,} records",
+            inline=f"{settings.inline_limit:,} records",
+            retention=f"{settings.retention_s:,} seconds",
+            open_requests=settings.max_open_requests_per_key,
+        )
+
+
+_NAME = _path("name", NAME_RE.pattern, "The model's name.")
+_VERSION = _path("version", VERSION_RE.pattern, "A version of the model (semantic: major.minor.patch).")
+_JOB_ID = _path("job_id", JOB_ID_PATTERN, "The job's id.")
+_PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "`wait=N`: the wait applied, when the request asked for one.",
+        "schema": {"type": "string"},
+    }
+}
+_LINKED = {
+    "getJob": "Poll the job until it ends.",
+    "cancelJob": "Cancel the job while it is queued or running.",
+    "getJobOutputs": "Stream every output once the job has succeeded.",
+}
+_JOB_LINKS = {
+    op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}, "description": text}
+    for op, text in _LINKED.items()
+}
+
+UNAUTHORIZED = "The API key is missing or wrong (`unauthorized`): send `Authorization: Bearer <key>`."
+_UNKNOWN_MODEL = "No model of that name is published (`unknown_model`)."
+_UNKNOWN_VERSION = "No model of that name (`unknown_model`), or it has no such version (`unknown_version`)."
+_STORE_DOWN = "The job store cannot be reached (`unavailable`); nothing was changed."
+
+
+def _open_requests(limits: Limits) -> str:
+    return (
+        f"This API key has {limits.open_requests} requests open at once in this API process "
+        "(`rate_limited`), so this one was refused; retry after the seconds of `Retry-After`."
+    )
+
+
+def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
+    """Return the operations on one job, found by its id."""
+    busy = _open_requests(limits)
+    unknown_job = (
+        "No job with this id exists for this API key (`unknown_job`): never created, another key's, "
+        f"or ended more than {limits.retention} ago."
+    )
+    return [
+        Op(
+            "get", "/v1/jobs/{job_id}", "getJob", "jobs", "Poll a job, optionally waiting for it to end",
+            params=(_JOB_ID, *_query(PollQuery), prefer),
+            ok={
+                200: json_answer(
+                    "Job", "The job as it is now, or as it ended within the wait.",
+                    headers=_PREFERENCE_APPLIED,
+                    links={op: link for op, link in _JOB_LINKS.items() if op != "getJob"},
+                )
+            },
+            errors={
+                404: unknown_job,
+                422: "`wait` is not a number of 0 seconds or more, or the query has another parameter "
+                "(`invalid_input`).",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+        Op(
+            "post", "/v1/jobs/{job_id}/cancel", "cancelJob", "jobs", "Cancel a queued or running job",
+            description="A running job stops at its next chunk.",
+            params=(_JOB_ID,),
+            ok={200: json_answer("Job", "The job, which has now ended as canceled.")},
+            errors={
+                404: unknown_job,
+                409: "The job had already ended (`conflict`); `details` gives how.",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+        Op(
+            "get", "/v1/jobs/{job_id}/outputs", "getJobOutputs", "jobs", "Stream a succeeded job's outputs",
+            description="Any number of outputs, in input order: NDJSON by default, or CSV with "
+            "`Accept: text/csv` (a header row, then `label` and a `probability_<label>` column per label, "
+            "or `value`).",
+            params=(_JOB_ID,),
+            ok={
+                200: _text(
+                    "application/x-ndjson", "text/csv",
+                    description="Every output, one a line (NDJSON) or a row (CSV), in input order.",
+                )
+            },
+            errors={
+                404: unknown_job,
+                409: "The job has not succeeded (`conflict`): it is queued or running, or it failed, was "
+                "canceled or expired; `details` gives its status.",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+    ]  # fmt: skip
+
+
+def operations(settings: Settings) -> list[Op]:
+    """Return every operation of the API, with the meaning of each status it answers."""
+    limits = Limits.of(settings)
+    busy = _open_requests(limits)
+    prefer = _param(
+        "Prefer", "header", {"type": "string", "examples": ["wait=10"]},
+        f"`wait=N`: hold the answer up to N seconds (at most {limits.wait}) for the job to end; the "
+        "answer then carries `Preference-Applied`.",
+        False,
+    )  # fmt: skip
+    idempotency = _param(
+        "Idempotency-Key", "header", {"type": "string"},
+        f"The same key with the same body within the retention ({limits.retention}) returns the job it "
+        "created, never a second one.",
+        False,
+    )  # fmt: skip
+    return [
+        Op(
+            "get", "/v1/models", "listModels", "models", "List the published models",
+            ok={200: json_answer("ModelList", "Every published model with its default version.")},
+            errors={429: busy},
+        ),
+        Op(
+            "get", "/v1/models/{name}", "getModel", "models", "Describe a model's default version",
+            params=(_NAME,),
+            ok={200: json_answer("Model", "The default version: its schemas, labels and digest.")},
+            errors={404: _UNKNOWN_MODEL, 429: busy},
+        ),
+        Op(
+            "get", "/v1/models/{name}/versions/{version}", "getModelVersion", "models",
+            "Describe one version of a model",
+            params=(_NAME, _VERSION),
+            ok={200: json_answer("Model", "That version: its schemas, labels and digest.")},
+            errors={404: _UNKNOWN_VERSION, 429: busy},
+        ),
+        Op(
+            "post", "/v1/models/{name}/jobs", "submitJob", "jobs", "Submit a prediction job",
+            description="Checks every record against the model's input schema, then queues the job. A JSON "
+            f"body holds at most {limits.records}; a `text/csv` body (a header row of feature names, then "
+            f"one record a row) is a bulk job of any number of rows within {limits.body}.",
+            params=(_NAME, prefer, idempotency),
+            body={
+                "required": True,
+                "description": f"The records to predict, in at most {limits.body}.",
+                "content": {
+                    "application/json": {"schema": _ref("SubmitBody")},
+                    "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
+                },
+            },
+            ok={
+                202: json_answer(
+                    "Job", "Accepted: the job is queued. Poll it at `Location` (or follow the links) until "
+                    "its status is final.",
+                    headers={
+                        "Location": {"description": "The job's path.", "required": True,
+                                     "schema": {"type": "string"}},
+                        **_PREFERENCE_APPLIED,
+                    },
+                    links=_JOB_LINKS,
+                ),
+                200: json_answer(
+                    "Job", "The job ended within the wait asked for with `Prefer: wait=N`.",
+                    headers=_PREFERENCE_APPLIED, links=_JOB_LINKS,
+                ),
+            },
+            errors={
+                400: "The body is not valid JSON, or the CSV is not UTF-8 (`invalid_json`).",
+                404: _UNKNOWN_VERSION,
+                409: "This Idempotency-Key was sent before with another body (`conflict`).",
+                413: f"The body is over {limits.body} (`payload_too_large`), refused before it was read.",
+                415: "The body is neither `application/json` nor `text/csv` (`unsupported_media_type`).",
+                422: "A record does not match the model's input schema, or the body is not a submission "
+                "(`invalid_input`): `details` names each bad record's index, field and reason.",
+                429: "The model's queue is full or the job store nearly so (`queue_full`), or this key has "
+                "reached its rate, unfinished jobs, stored bytes or open requests (`rate_limited` or "
+                "`queue_full`); nothing was accepted. Retry after the seconds of `Retry-After`.",
+                503: "The job store or broker cannot be reached (`unavailable`); nothing was accepted, "
+                "unless `details` names a job id that may have been (look it up before sending again).",
+            },
+        ),
+        Op(
+            "get", "/v1/jobs", "listJobs", "jobs", "List this key's jobs, newest first",
+            params=_query(ListQuery),
+            ok={200: json_answer("JobList", "A page of jobs; `next_cursor` leads to the next.")},
+            errors={
+                422: f"A query parameter is unknown or out of range (`invalid_input`): `limit` is 1 to "
+                f"{MAX_LIST_LIMIT}, `cursor` a `next_cursor`, `status` a job status.",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+        *_job_operations(limits, prefer),
+        Op(
+            "get", "/healthz", "healthz", "operations", "Liveness",
+            public=True, ok={200: json_answer("Health", "The process is up and serves requests.")}, errors={},
+        ),
+        Op(
+            "get", "/readyz", "readyz", "operations", "Readiness: Redis answers and a worker consumes",
+            public=True,
+            ok={200: json_answer("Readiness", "Ready: Redis answers and a worker consumes the jobs' queue.")},
+            errors={
+                503: "Not ready (`unavailable`): Redis does not answer, or no worker consumes the jobs' "
+                "queue; the message says which."
+            },
+        ),
+        Op(
+            "get", "/metrics", "metrics", "operations", "Prometheus metrics",
+            public=True,
+            ok={200: _text("text/plain", description="The metrics in Prometheus's text exposition format.")},
+            errors={},
+        ),
+    ]  # fmt: skip
+
+
+TAGS = {
+    "models": "What is published, and each version's schemas.",
+    "jobs": "Submit, poll, cancel and list prediction jobs; read their outputs.",
+    "operations": "Liveness, readiness and metrics, without a key.",
+}
