@@ -79,7 +79,7 @@ def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_proc
         )
     started: set[int] = set()
     try:
-        wait_until(lambda: "API key" in log.read_text() or run.poll() is not None, 45, "the banner")
+        wait_until(lambda: "API key" in log.read_text() or run.poll() is not None, 35, "the banner")
         text = log.read_text()
         assert run.poll() is None, text  # the banner arrived while it runs, not at its exit
         assert "started a private redis-server" in text
@@ -104,7 +104,7 @@ def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_proc
             env={**env, **variables},
             cwd=ROOT,
             capture_output=True,
-            timeout=60,
+            timeout=15,
             check=False,
         )
         assert tried.returncode == 0, tried.stderr
@@ -112,8 +112,8 @@ def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_proc
         started = _descendants(run.pid)
         assert len(started) >= 4, started  # redis-server, the worker, the API and Flower at least
         run.send_signal(signal.SIGINT)
-        assert run.wait(40) == 0
-        wait_until(lambda: not any(_running(pid) for pid in started), 15, "every process to stop")
+        assert run.wait(20) == 0
+        wait_until(lambda: not any(_running(pid) for pid in started), 5, "every process to stop")
         assert "stopping" in log.read_text()
     finally:
         if run.poll() is None:  # a failure above: stop what it started, whatever state it is in
