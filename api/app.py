@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Return the API app built from the settings (read from the environment when not given)."""
     settings = settings or Settings()
     app = Flask(__name__)
+    # A doubled slash (an empty job id) is a path no route answers: 404, not a 308 to another route.
+    app.url_map.merge_slashes = False
     # Werkzeug refuses a longer body from its Content-Length before reading any of it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings)

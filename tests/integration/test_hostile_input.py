@@ -238,6 +238,15 @@ def test_a_body_over_the_limit_is_refused_before_it_is_sent_whole(strict_api: Ap
     assert b'"payload_too_large"' in answer
 
 
+@pytest.mark.parametrize("path", ["/v1/jobs//outputs", "/v1/jobs//cancel", "/v1/jobs//"])
+def test_an_empty_job_id_is_the_404_error_body_not_a_redirect(api: Api, path: str) -> None:
+    """Doubled slashes are not merged into another route by a 308 HTML redirect: the path is not found."""
+    method = "POST" if path.endswith("cancel") else "GET"
+    response = api.request(method, path, allow_redirects=False)
+    assert response.status_code == 404, response.text[:300]
+    assert response.json()["error"]["code"] == "not_found"
+
+
 def test_a_pickle_message_on_the_queue_is_refused_and_never_run(
     service: Stack, redis_url: str, tmp_path: Path, clean_redis: redis.Redis, api: Api
 ) -> None:
