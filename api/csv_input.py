@@ -1,17 +1,24 @@
-"""CSV bulk inputs: a header of feature names, one record a row, read and checked block by block."""
+"""CSV bulk inputs: a header of feature names, one record a row, read and checked block by block.
+
+Rows meet the rules JSON records meet (api/validation.py). Bodies are read as spreadsheets export
+them: a UTF-8 byte order mark, LF, CRLF or bare CR line endings, quoted cells of any length.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import re
 import warnings
 from collections.abc import Iterator
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from api.validation import Readable, check_records, check_table, off_loop
 from shared.chunks import Records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
@@ -20,6 +27,16 @@ _CELL_RE = re.compile(r"at row (\d+), column (\d+)")
 _WIDTH_RE = re.compile(r"at row (\d+)")
 MAX_DETAILS = 50
 BLOCK_BYTES = 1 << 20
+HEADER_BLOCK_BYTES = 1 << 16
+# A header may name this many times the model's columns (repeats, unknown names) and still be
+# read; a wider one is refused before it is parsed, or even read whole.
+HEADER_FACTOR = 4
+# A number is spelt in at most 24 characters: a row longer than this a feature is no row of numbers.
+ROW_BYTES_PER_FEATURE = 64
+# Text bodies larger than this are parsed on a thread, off the event loop.
+OFF_LOOP_BYTES = 1 << 16
+# Python's csv module refuses cells over 128 KB; the body limit and the model's schema bound them.
+_CELL_LIMIT = (1 << 31) - 1
 
 
 class Digest(Protocol):
@@ -36,27 +53,76 @@ def _decode(raw: bytes) -> str:
         raise InvalidJson(f"The CSV body is not UTF-8: {exc}.") from None
 
 
-def _header(line: str, manifest: Manifest) -> list[str]:
-    columns = next(csv.reader([line.rstrip("\r\n")]), [])
+def _too_wide(reason: str) -> InvalidInput:
+    return InvalidInput(
+        "The CSV header is far wider than the model's features: it was refused unread.",
+        [{"index": None, "field": "header", "reason": reason}],
+    )
+
+
+def _too_many(max_records: int) -> InvalidInput:
+    return InvalidInput(
+        f"Send at most {max_records} records in one job.",
+        [{"field": "inputs", "reason": f"more than {max_records} records"}],
+    )
+
+
+def _line_end(data: bytes) -> int:
+    """Return where the first line of data ends (at a CR or an LF), or -1 when it does not yet."""
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    return min(ends, default=-1)
+
+
+def _split_header(stream: Readable, digest: Digest, manifest: Manifest) -> tuple[bytes, bytes]:
+    """Return the header line and the bytes read past it, reading no more than a bounded header needs."""
+    limit = HEADER_FACTOR * sum(len(f.encode()) + 3 for f in manifest.features)  # quoted, comma
+    data = b""
+    while True:
+        block = stream.read(HEADER_BLOCK_BYTES)
+        digest.update(block)
+        data += block
+        end = _line_end(data)
+        if end > limit or (end < 0 and len(data) > limit):
+            raise _too_wide(f"longer than {limit} bytes")
+        # After a CR the next byte must be seen, to take a CRLF as one line ending.
+        if end >= 0 and (data[end : end + 1] == b"\n" or end + 1 < len(data) or not block):
+            break
+        if not block:  # a header and no rows
+            return data, b""
+    after = end + (2 if data[end : end + 2] == b"\r\n" else 1)
+    return data[:end], data[after:]
+
+
+def _without_bom(line: bytes) -> bytes:
+    """Return the header line without the UTF-8 byte order mark Excel's "CSV UTF-8" begins with."""
+    return line[len(codecs.BOM_UTF8) :] if line.startswith(codecs.BOM_UTF8) else line
+
+
+def _header(line: bytes, manifest: Manifest) -> list[str]:
+    most = HEADER_FACTOR * len(manifest.features)
+    if line.count(b",") >= most:
+        raise _too_wide(f"more than {most} columns")
+    columns = next(csv.reader([_decode(line)]), [])
     missing = [f for f in manifest.features if f not in columns]
     extra = [c for c in columns if c not in manifest.features]
     if missing or extra or len(columns) != len(set(columns)):
         details: list[dict[str, Any]] = [
             {"index": None, "field": f, "reason": "missing column"} for f in missing
         ]
-        details += [{"index": None, "field": c, "reason": "not a feature of this model"} for c in extra]
+        details += [{"index": None, "field": c[:64], "reason": "not a feature of this model"} for c in extra]
         if not details:
             details = [{"index": None, "field": None, "reason": "a column is named twice"}]
         raise InvalidInput("The CSV header must name each feature of the model once.", details[:MAX_DETAILS])
     return columns
 
 
-def _table(lines: bytes, columns: list[str], first_row: int) -> npt.NDArray[np.float32]:
+def _table(lines: bytes, columns: list[str], first_row: int) -> npt.NDArray[np.float64]:
     """Parse whole CSV lines of numbers, naming the row (counted over the body) and column of a bad cell."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # blank lines are no rows, not a warning
-            table = np.loadtxt(io.BytesIO(lines), delimiter=",", dtype=np.float32, ndmin=2, quotechar='"')
+            # Parsed as JSON numbers are (float64), so both meet the schema's bounds alike.
+            table = np.loadtxt(io.BytesIO(lines), delimiter=",", dtype=np.float64, ndmin=2, quotechar='"')
     except ValueError as exc:
         message = str(exc).split(";")[0]
         cell = _CELL_RE.search(message)
@@ -74,79 +140,91 @@ def _table(lines: bytes, columns: list[str], first_row: int) -> npt.NDArray[np.f
     if table.shape[1] != len(columns):
         detail = {"index": first_row, "field": None, "reason": f"expected {len(columns)} columns"}
         raise InvalidInput("A CSV row does not match the input schema.", [detail])
-    bad_rows, bad_cols = np.nonzero(~np.isfinite(table))
-    if bad_rows.size:
-        details = [
-            {
-                "index": first_row + r,
-                "field": columns[c],
-                "reason": "not a finite number within float32 range",
-            }
-            for r, c in zip(bad_rows[:MAX_DETAILS].tolist(), bad_cols[:MAX_DETAILS].tolist(), strict=True)
-        ]
-        raise InvalidInput(
-            f"{np.unique(bad_rows).size} CSV row(s) hold numbers the model cannot take.", details
-        )
     return table
 
 
+def _blocks(stream: Readable, digest: Digest, ahead: bytes) -> Iterator[bytes]:
+    """Yield the bytes read ahead, then the body block by block, digesting each."""
+    if ahead:
+        yield ahead
+    while block := stream.read(BLOCK_BYTES):
+        digest.update(block)
+        yield block
+
+
 def _numeric_tables(
-    stream: IO[bytes], manifest: Manifest, columns: list[str], digest: Digest
+    blocks: Iterator[bytes], manifest: Manifest, columns: list[str]
 ) -> Iterator[npt.NDArray[np.float32]]:
     order = [columns.index(f) for f in manifest.features]
     reorder = order != list(range(len(order)))
+    # A longer row is refused before it is read whole, let alone parsed.
+    row_limit = ROW_BYTES_PER_FEATURE * len(columns) + 1024
     rest = b""
     row = 0
-    while True:
-        block = stream.read(BLOCK_BYTES)
-        digest.update(block)
+    for block in itertools.chain(blocks, [b""]):  # the empty block at the end takes the last line
         data = rest + block
+        if b"\r" in data:  # CRLF or bare CR: a CR is no part of a number
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         cut = len(data) if not block else data.rfind(b"\n") + 1
         lines, rest = data[:cut], data[cut:]
         if lines.strip():
             _decode(lines)  # a cut at a newline never splits a UTF-8 character
             table = _table(lines, columns, row)
+            table = np.ascontiguousarray(table[:, order]) if reorder else table
+            yield check_table(manifest, table, row)
             row += len(table)
-            yield np.ascontiguousarray(table[:, order]) if reorder else table
-        if not block:
-            return
+        if len(rest) > row_limit:
+            reason = f"longer than {row_limit} bytes: expected {len(columns)} columns"
+            raise InvalidInput(
+                "A CSV row does not match the input schema.",
+                [{"index": row, "field": None, "reason": reason}],
+            )
 
 
-def _text_tables(stream: IO[bytes], digest: Digest) -> Iterator[list[str]]:
-    # Quoted text may hold newlines, so text bodies are read whole (they are bounded by the body limit).
-    raw = stream.read()
-    digest.update(raw)
-    rows = list(csv.reader(io.StringIO(_decode(raw))))
+def _text_rows(raw: bytes, max_records: int) -> list[list[str]]:
+    """Return the rows of a text body's CSV, each checked to hold the one text column."""
+    if csv.field_size_limit() < _CELL_LIMIT:
+        csv.field_size_limit(_CELL_LIMIT)
+    # newline="" lets the csv module take any line ending and keep those inside quoted cells.
+    # A loop of the interpreter's own, not list(): a thread may give the interpreter up between rows.
+    rows = [row for row in csv.reader(io.StringIO(_decode(raw), newline=""))]
+    if len(rows) > max_records:
+        raise _too_many(max_records)
     details = [
-        {"index": i, "field": "text", "reason": "expected one non-empty text column"}
+        {"index": i, "field": "text", "reason": "expected one text column"}
         for i, row in enumerate(rows)
-        if len(row) != 1 or not row[0]
+        if len(row) != 1
     ]
     if details:
         raise InvalidInput("The CSV rows do not match the input schema.", details[:MAX_DETAILS])
-    yield [row[0] for row in rows]
+    return rows
+
+
+def _text_tables(blocks: Iterator[bytes], manifest: Manifest, max_records: int) -> Iterator[list[Any]]:
+    # Quoted text may hold newlines, so text bodies are read whole (they are bounded by the body limit).
+    raw = b"".join(blocks)
+    large = len(raw) > OFF_LOOP_BYTES
+    rows = off_loop(_text_rows, raw, max_records) if large else _text_rows(raw, max_records)
+    yield check_records(manifest, rows)
 
 
 def csv_chunks(
-    stream: IO[bytes], manifest: Manifest, chunk_rows: int, max_records: int, digest: Digest
+    stream: Readable, manifest: Manifest, chunk_rows: int, max_records: int, digest: Digest
 ) -> Iterator[Records]:
     """Yield a CSV body's records in feature order, chunk by chunk, raising at the first bad row."""
-    header = stream.readline()
-    digest.update(header)
-    columns = _header(_decode(header), manifest)
+    header, ahead = _split_header(stream, digest, manifest)
+    columns = _header(_without_bom(header), manifest)
+    blocks = _blocks(stream, digest, ahead)
     tables: Iterator[Records] = (
-        _text_tables(stream, digest)
+        _text_tables(blocks, manifest, max_records)
         if manifest.is_text
-        else _numeric_tables(stream, manifest, columns, digest)
+        else _numeric_tables(blocks, manifest, columns)
     )
     seen = 0
     for table in tables:
         seen += len(table)
         if seen > max_records:
-            raise InvalidInput(
-                f"Send at most {max_records} records in one job.",
-                [{"field": "inputs", "reason": f"more than {max_records} records"}],
-            )
+            raise _too_many(max_records)
         for start in range(0, len(table), chunk_rows):
             yield table[start : start + chunk_rows]
     if seen == 0:

@@ -112,3 +112,58 @@ def test_cancel_stops_a_running_bulk_job_at_its_next_chunk(
     job = api.request("GET", f"/v1/jobs/{job_id}").json()
     assert job["status"] == "canceled"
     assert job["progress"] == {"done": stopped_at, "total": total}
+
+
+def _no_job_kept(clean_redis: redis.Redis) -> None:
+    assert clean_redis.llen("inference") == 0
+    assert not list(clean_redis.scan_iter("job:*"))
+
+
+@pytest.mark.parametrize(
+    ("model", "record"),
+    [
+        # Beyond the schema's maximum of 3.4e38, yet a finite float32: CSV took it, JSON did not.
+        ("iris", {"sepal_length": 3.401e38, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}),
+        ("scam-email", {"text": "a" * 20_001}),  # over the published maxLength
+    ],
+)
+def test_a_record_the_schema_refuses_gets_the_same_422_as_json_and_as_csv(
+    api: Api, clean_redis: redis.Redis, model: str, record: dict[str, Any]
+) -> None:
+    """The same bad record is refused with the same error body, whether sent as JSON or as a CSV row."""
+    as_json = api.submit(model, [record])
+    row = ",".join(repr(v) if isinstance(v, float) else v for v in record.values())
+    body = f"{','.join(record)}\n{row}\n".encode()
+    as_csv = api.request("POST", f"/v1/models/{model}/jobs", data=body, headers=CSV)
+    assert as_json.status_code == as_csv.status_code == 422, as_csv.text[:300]
+    assert as_csv.json() == as_json.json()
+    assert as_csv.json()["error"]["details"][0]["index"] == 0
+    _no_job_kept(clean_redis)
+
+
+IRIS_HEADER = b"sepal_length,sepal_width,petal_length,petal_width"
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        ("iris", IRIS_HEADER + b"\r5.1,3.5,1.4,0.2\r6.2,2.9,4.3,1.3\r"),  # bare CR: old Mac exports
+        ("iris", b"\xef\xbb\xbf" + IRIS_HEADER + b"\r\n5.1,3.5,1.4,0.2\r\n6.2,2.9,4.3,1.3\r\n"),  # Excel
+        ("scam-email", b'\xef\xbb\xbftext\r"Dear winner,\r\nclaim your prize"\rLunch at noon\r'),
+    ],
+    ids=["bare CR", "UTF-8 BOM and CRLF", "text with BOM and bare CR"],
+)
+def test_csv_as_spreadsheets_export_it_is_accepted(api: Api, model: str, body: bytes) -> None:
+    """A UTF-8 BOM, bare CR or CRLF line endings and quoted line breaks make a CSV job like any other."""
+    response = api.request("POST", f"/v1/models/{model}/jobs", data=body, headers=CSV)
+    assert response.status_code == 202, response.text[:300]
+    assert response.json()["progress"]["total"] == 2
+
+
+def test_a_text_cell_over_128_kb_is_a_422_naming_row_and_column(api: Api, clean_redis: redis.Redis) -> None:
+    """A cell longer than Python's csv field limit is judged by the model's schema: a 422, never a 500."""
+    body = b"text\nLunch at noon\n" + b"a" * 140_000 + b"\n"
+    response = api.request("POST", "/v1/models/scam-email/jobs", data=body, headers=CSV)
+    assert response.status_code == 422, response.text[:300]
+    assert [(d["index"], d["field"]) for d in response.json()["error"]["details"]] == [(1, "text")]
+    _no_job_kept(clean_redis)

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.validation import numeric_bounds, parse_json, parse_submit, validate_records
+from api.validation import (
+    numeric_bounds,
+    off_loop,
+    parse_json,
+    parse_submit,
+    validate_records,
+)
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Registry
 
@@ -29,6 +35,21 @@ def test_numbers_only_schemas_take_the_plain_path_and_others_do_not(registry: Re
     assert numeric_bounds(registry.get("iris")) == (-3.4e38, 3.4e38)
     assert numeric_bounds(registry.get("breast-cancer")) == (-3.4e38, 3.4e38)
     assert numeric_bounds(registry.get("scam-email")) is None
+
+
+def test_a_schema_saying_more_than_bounds_takes_no_fast_path(registry: Registry) -> None:
+    """A keyword beyond the bounds, anywhere in the schema, leaves every record to the schema engine."""
+    iris = registry.get("iris")
+    schema = dict(iris.input_schema)
+    whole = {
+        **schema,
+        "properties": {**schema["properties"], "petal_width": {"type": "number", "multipleOf": 1}},
+    }
+    for changed in ({**schema, "minProperties": 4}, {**schema, "required": ["sepal_length"]}, whole):
+        assert numeric_bounds(iris.model_copy(update={"input_schema": changed})) is None
+    with pytest.raises(InvalidInput) as caught:
+        validate_records(iris.model_copy(update={"input_schema": whole}), [[5.1, 3.5, 1.4, 0.2]], 10)
+    assert caught.value.details[0]["field"] == "petal_width"
 
 
 def test_text_records_become_strings(registry: Registry) -> None:
@@ -141,3 +162,10 @@ def test_a_record_is_accepted_exactly_when_it_has_four_numeric_features(
         with pytest.raises(InvalidInput) as caught:
             validate_records(registry.get("iris"), [record], 10)
         assert {d["index"] for d in caught.value.details} == {0}
+
+
+def test_off_loop_returns_the_result_and_raises_the_error_of_its_work() -> None:
+    """Work run off the event loop answers as if it had run in place."""
+    assert off_loop(sum, [1, 2, 3]) == 6
+    with pytest.raises(InvalidInput):
+        off_loop(validate_records, None, [], 1)

@@ -1,0 +1,164 @@
+"""CSV bodies: the same schema rules as JSON records, the line endings and cells real exports write."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+from api.csv_input import csv_chunks
+from api.validation import validate_records
+from shared.errors import InvalidInput
+from shared.registry import Manifest, Registry
+
+IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+GOOD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+class Trickle:
+    """A body that arrives a few bytes a read, as a slow network delivers it, counting what was read."""
+
+    def __init__(self, body: bytes, step: int) -> None:
+        self._body = io.BytesIO(body)
+        self._step = step
+        self.read_bytes = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return at most step bytes, or all that is left when no size is given."""
+        data = self._body.read(size if size < 0 else min(size, self._step))
+        self.read_bytes += len(data)
+        return data
+
+
+def _with_schema(manifest: Manifest, **fields: dict[str, Any]) -> Manifest:
+    """Return the manifest with some of its features' schemas replaced."""
+    schema = dict(manifest.input_schema)
+    schema["properties"] = {**schema["properties"], **fields}
+    return manifest.model_copy(update={"input_schema": schema})
+
+
+def _csv_body(records: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(records[0]))
+    writer.writerows([repr(v) if isinstance(v, float) else v for v in r.values()] for r in records)
+    return buffer.getvalue().encode()
+
+
+def _read_csv(manifest: Manifest, body: bytes | Trickle, max_records: int = 1000) -> list[Any]:
+    stream = Trickle(body, 1 << 30) if isinstance(body, bytes) else body
+    chunks = csv_chunks(stream, manifest, 100, max_records, hashlib.sha256())  # type: ignore[arg-type]
+    rows: list[Any] = []
+    for chunk in chunks:
+        rows.extend(chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)
+    return rows
+
+
+def _refusal(check: Any) -> InvalidInput:
+    with pytest.raises(InvalidInput) as caught:
+        check()
+    return caught.value
+
+
+# (which model, its features' schemas changed for the test, the bad record)
+REFUSED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("iris", {}, {**GOOD, "sepal_length": 3.401e38}),  # beyond the schema's maximum, within float32
+    ("iris", {}, {**GOOD, "petal_width": -3.41e38}),
+    ("iris", {"petal_width": {"type": "number", "minimum": 0, "maximum": 10}}, {**GOOD, "petal_width": -0.5}),
+    ("iris", {"sepal_length": {"type": "number", "exclusiveMaximum": 100}}, {**GOOD, "sepal_length": 100.0}),
+    ("iris", {"sepal_length": {"type": "number", "exclusiveMinimum": 0}}, {**GOOD, "sepal_length": 0.0}),
+    ("iris", {"sepal_width": {"type": "number", "multipleOf": 0.5}}, {**GOOD, "sepal_width": 0.3}),
+    ("scam-email", {}, {"text": "a" * 20_001}),  # over the published maxLength
+    ("scam-email", {"text": {"type": "string", "pattern": "^[a-z ]+$"}}, {"text": "HELLO"}),
+]
+
+
+@pytest.mark.parametrize(("model", "fields", "record"), REFUSED)
+def test_a_record_the_schema_refuses_is_refused_alike_as_json_and_as_csv(
+    registry: Registry, model: str, fields: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """Bounds, lengths and any other keyword of the schema refuse a CSV row exactly as the JSON record."""
+    manifest = _with_schema(registry.get(model), **fields)
+    good = GOOD if model == "iris" else {"text": "hello"}
+    as_json = _refusal(lambda: validate_records(manifest, [good, record], 10))
+    as_csv = _refusal(lambda: _read_csv(manifest, _csv_body([good, record])))
+    assert as_json.details[0]["index"] == 1
+    assert as_csv.details == as_json.details
+    assert as_csv.message == as_json.message
+
+
+def test_records_the_schema_takes_become_the_same_rows_as_json_and_as_csv(registry: Registry) -> None:
+    """Values at the bounds and ordinary ones are taken from CSV as they are from JSON."""
+    manifest = _with_schema(
+        registry.get("iris"),
+        petal_width={"type": "number", "minimum": 0, "exclusiveMaximum": 10},
+        sepal_width={"type": "number", "multipleOf": 0.5},
+    )
+    records = [
+        {"sepal_length": 3.4e38, "sepal_width": 1.5, "petal_length": -3.4e38, "petal_width": 0.0},
+        {"sepal_length": 0.1, "sepal_width": -2.0, "petal_length": 1e-30, "petal_width": 9.999},
+    ]
+    as_json = np.asarray(validate_records(manifest, records, 10), dtype=np.float32)
+    assert np.array_equal(np.asarray(_read_csv(manifest, _csv_body(records)), dtype=np.float32), as_json)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("step", [1, 3, 7, 1 << 30])
+def test_numeric_csv_takes_every_line_ending_and_a_bom_however_the_body_arrives(
+    registry: Registry, ending: bytes, bom: bytes, step: int
+) -> None:
+    """LF, CRLF and bare CR (old Mac exports) and Excel's UTF-8 BOM read the same rows, split anywhere."""
+    lines = [",".join(IRIS).encode(), b"1,2,3,4", b"5.5,6,7,8e-3", b"", b"9,10,11,12"]
+    body = bom + ending.join(lines) + ending
+    rows = _read_csv(registry.get("iris"), Trickle(body, step))
+    assert np.asarray(rows) == pytest.approx(np.asarray([[1, 2, 3, 4], [5.5, 6, 7, 8e-3], [9, 10, 11, 12]]))
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_text_csv_takes_every_line_ending_and_a_bom_keeping_quoted_line_breaks(
+    registry: Registry, ending: bytes, bom: bytes
+) -> None:
+    """A text model's CSV reads the same with any line ending, and a quoted cell keeps its line break."""
+    body = bom + ending.join([b"text", b'"Dear winner,\r\nclaim it"', b"Lunch at noon"]) + ending
+    assert _read_csv(registry.get("scam-email"), Trickle(body, 5)) == [
+        "Dear winner,\r\nclaim it",
+        "Lunch at noon",
+    ]
+
+
+def test_a_text_cell_over_128_kb_is_taken_when_the_schema_allows_it(registry: Registry) -> None:
+    """Python's csv field size limit is no limit of the service: the model's schema is."""
+    manifest = _with_schema(registry.get("scam-email"), text={"type": "string", "minLength": 1})
+    body = b"text\nshort\n" + b"a" * 200_000 + b"\n"
+    assert [len(t) for t in _read_csv(manifest, body)] == [5, 200_000]
+
+
+def test_a_text_cell_over_what_the_model_allows_names_its_row_and_column(registry: Registry) -> None:
+    """A 140 KB cell for a model that takes 20,000 characters is refused naming row and column."""
+    body = b"text\nshort\n" + b"a" * 140_000 + b"\n"
+    refusal = _refusal(lambda: _read_csv(registry.get("scam-email"), body))
+    assert [(d["index"], d["field"]) for d in refusal.details] == [(1, "text")]
+
+
+def test_a_header_far_wider_than_the_model_is_refused_before_it_is_read_whole(registry: Registry) -> None:
+    """A header of a million columns is refused naming the header, after reading a few kilobytes of it."""
+    body = Trickle(b",".join(b"c%d" % i for i in range(1_000_000)) + b"\n1\n", 1 << 20)
+    refusal = _refusal(lambda: _read_csv(registry.get("iris"), body))
+    assert [d["field"] for d in refusal.details] == ["header"]
+    assert body.read_bytes <= 1 << 20
+
+
+def test_a_header_with_a_few_extra_columns_names_each(registry: Registry) -> None:
+    """A header within the bound but with unknown columns still names each of them."""
+    body = (",".join([*IRIS, "x", "y"]) + "\n1,2,3,4,5,6\n").encode()
+    refusal = _refusal(lambda: _read_csv(registry.get("iris"), body))
+    assert [(d["field"], d["reason"]) for d in refusal.details] == [
+        ("x", "not a feature of this model"),
+        ("y", "not a feature of this model"),
+    ]
