@@ -18,7 +18,7 @@ from api.csv_input import csv_chunks
 from api.intake import Accepted, Submission, accept_rows, accept_stream, body_digest, idempotency
 from api.responses import json_response
 from api.services import Services, services
-from api.validation import parse_json, parse_submit, validate_records
+from api.validation import parse_json, parse_submit, request_body, validate_records
 from api.views import job_urls, job_view
 from api.waiter import Watch
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
@@ -108,16 +108,17 @@ def submit(name: str) -> Response:
     key = request.headers.get("Idempotency-Key")
     digest = body_digest(name)
     fresh = new_job_id()
+    body_stream = request_body(request)  # read through the body limit, chunked or not
     with _watching(svc, fresh, wait) as watch:
         if request.mimetype == "text/csv":
             sub = Submission(current_owner(), manifest, fresh)
             batches = csv_chunks(
-                request.stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
+                body_stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
             )
             # The digest is complete only once the whole body was read, so the key is hashed lazily.
             accepted = accept_stream(svc, sub, batches, lambda: idempotency(key, digest))
         else:
-            raw = request.get_data(cache=False)
+            raw = body_stream.read()
             digest.update(raw)
             body = parse_submit(parse_json(raw))
             if body.version:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from kombu import Connection, Exchange, Producer
@@ -18,6 +19,7 @@ from tools.stack import Stack, free_port
 IRIS = "/v1/models/iris/jobs"
 JSON = {"Content-Type": "application/json"}
 CSV = {"Content-Type": "text/csv"}
+LIMIT = 200_000  # the strict API's body limit
 GOOD = [5.1, 3.5, 1.4, 0.2]
 # Keys that are no job's: the broker's, rate counters, and each queue's reaper lock, which every
 # API's reaper sets now and then whatever is sent.
@@ -215,7 +217,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
 @pytest.fixture(scope="module")
 def strict_api(stack_factory: Callable[..., Stack], api_base: str) -> Api:
     """Start an API with a small body limit and at most 100 records a job."""
-    return Api(stack_factory(INFER_MAX_BODY_BYTES="200000", INFER_MAX_RECORDS="100").start_api(free_port()))
+    return Api(stack_factory(INFER_MAX_BODY_BYTES=str(LIMIT), INFER_MAX_RECORDS="100").start_api(free_port()))
 
 
 @pytest.mark.parametrize(
@@ -252,6 +254,80 @@ def test_a_body_over_the_limit_is_refused_before_it_is_sent_whole(strict_api: Ap
     assert time.monotonic() - started < 5
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"payload_too_large"' in answer
+
+
+def _answer(conn: socket.socket) -> tuple[int, dict[str, Any]]:
+    """Read one HTTP/1.1 answer with a Content-Length from the connection: its status and JSON body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536) or _closed()
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(v) for n, v in (line.split(":", 1) for line in lines[1:]) if n.lower() == "content-length"
+    )
+    while len(body) < length:
+        body += conn.recv(65536) or _closed()
+    return int(lines[0].split()[1]), orjson.loads(body[:length])
+
+
+def _closed() -> bytes:
+    raise AssertionError("the server closed the connection before answering")
+
+
+def _send_chunked(base: str, content_type: str, body: bytes, end: bool) -> socket.socket:
+    """Open a connection and send the body chunked, 16 KB a chunk, with the last chunk only if told."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(
+        f"POST /v1/models/iris/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-alpha\r\n"
+        f"Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    for start in range(0, len(body), 16_384):
+        part = body[start : start + 16_384]
+        conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+    if end:
+        conn.sendall(b"0\r\n\r\n")
+    return conn
+
+
+OVER_THE_LIMIT = {
+    "application/json": b'{"inputs": [' + b"[1,2,3,4]," * (LIMIT // 10 + 5_000),
+    # Blank lines are no rows: the bytes, not the records, pass a limit.
+    "text/csv": b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n" + b"\n" * (LIMIT + 50_000),
+}
+
+
+@pytest.mark.parametrize("content_type", list(OVER_THE_LIMIT))
+def test_a_chunked_body_over_the_limit_is_413_once_the_limit_is_passed(
+    strict_api: Api, clean_redis: redis.Redis, content_type: str
+) -> None:
+    """Without a Content-Length the limit is counted while reading: 413 before the body has even ended."""
+    body = OVER_THE_LIMIT[content_type]
+    assert LIMIT < len(body) < LIMIT + 100_000
+    with _send_chunked(strict_api.base, content_type, body, end=False) as conn:
+        status, answer = _answer(conn)
+    assert status == 413, answer
+    assert answer["error"]["code"] == "payload_too_large"
+    assert _kept_keys(clean_redis) == []
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_accepted(strict_api: Api, clean_redis: redis.Redis) -> None:
+    """The limit is a maximum: a chunked body of exactly that many bytes is a job."""
+    body = b'{"inputs": [[5.1, 3.5, 1.4, 0.2]]}'
+    body = body[:-1] + b" " * (LIMIT - len(body)) + b"}"
+    with _send_chunked(strict_api.base, "application/json", body, end=True) as conn:
+        status, answer = _answer(conn)
+    assert status == 202, answer
+
+
+def test_a_csv_body_of_exactly_the_limit_is_accepted(strict_api: Api) -> None:
+    """A CSV body of exactly the limit (blank lines are no rows) is a job, not a 413."""
+    body = b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n"
+    body += b"\n" * (LIMIT - len(body))
+    response = strict_api.request("POST", IRIS, data=body, headers=CSV)
+    assert response.status_code == 202, response.text[:300]
+    assert response.json()["progress"]["total"] == 1
 
 
 @pytest.mark.parametrize("path", ["/v1/jobs//outputs", "/v1/jobs//cancel", "/v1/jobs//"])

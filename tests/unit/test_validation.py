@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -9,13 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.validation import (
+    LimitedBody,
     numeric_bounds,
     off_loop,
     parse_json,
     parse_submit,
     validate_records,
 )
-from shared.errors import InvalidInput, InvalidJson
+from shared.errors import InvalidInput, InvalidJson, PayloadTooLarge
 from shared.registry import Registry
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -162,6 +164,25 @@ def test_a_record_is_accepted_exactly_when_it_has_four_numeric_features(
         with pytest.raises(InvalidInput) as caught:
             validate_records(registry.get("iris"), [record], 10)
         assert {d["index"] for d in caught.value.details} == {0}
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 200_000])
+def test_a_body_of_up_to_the_limit_is_read_whole_and_one_byte_more_is_413(size: int) -> None:
+    """The limit is the largest body taken, however the body is framed."""
+    assert LimitedBody(io.BytesIO(b"x" * size), size).read() == b"x" * size
+    with pytest.raises(PayloadTooLarge):
+        LimitedBody(io.BytesIO(b"x" * (size + 1)), size).read()
+
+
+def test_a_body_read_in_blocks_is_refused_as_soon_as_it_passes_the_limit() -> None:
+    """Reading block by block stops at the block that passes the limit, not at the body's end."""
+    source = io.BytesIO(b"x" * 10_000_000)
+    body = LimitedBody(source, 100_000)
+    for _ in range(3):
+        assert len(body.read(30_000)) == 30_000
+    with pytest.raises(PayloadTooLarge):
+        body.read(30_000)
+    assert source.tell() == 100_001  # one byte past the limit tells, and no more is read
 
 
 def test_off_loop_returns_the_result_and_raises_the_error_of_its_work() -> None:
