@@ -114,11 +114,11 @@ def _accept(
         svc.capacity.check()
         created = _create(svc, new, inputs, stored)
     except (QueueFull, Unavailable) as exc:
-        if chunks > 1 and not isinstance(exc, MaybeAccepted):
+        if stored and not isinstance(exc, MaybeAccepted):
             _drop_inputs(svc, new.id)
         raise
-    if created.outcome != "created" and chunks > 1:
-        _drop_inputs(svc, new.id)  # a bulk job's stored chunks: refused, or a retry found its job
+    if created.outcome != "created" and stored:
+        _drop_inputs(svc, new.id)  # chunks stored ahead of the record: refused, or a retry found its job
     if created.outcome == "existing":
         found = svc.store.get(created.id)
         if found is None:  # it ended and expired between the two reads: as if never found

@@ -167,3 +167,20 @@ def test_a_text_cell_over_128_kb_is_a_422_naming_row_and_column(api: Api, clean_
     assert response.status_code == 422, response.text[:300]
     assert [(d["index"], d["field"]) for d in response.json()["error"]["details"]] == [(1, "text")]
     _no_job_kept(clean_redis)
+
+
+def test_a_csv_job_refused_or_found_by_a_retry_leaves_no_input_chunk_behind(
+    api: Api, clean_redis: redis.Redis
+) -> None:
+    """A one-chunk CSV job answered 409, or found again by its Idempotency-Key, keeps no stored inputs."""
+    body = b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n"
+    first = api.request("POST", "/v1/models/iris/jobs", data=body, headers={**CSV, "Idempotency-Key": "k"})
+    assert first.status_code == 202
+    job_id = first.json()["id"]
+    wait_until(lambda: api.request("GET", f"/v1/jobs/{job_id}").json()["status"] == "succeeded", 30, "done")
+    again = api.request("POST", "/v1/models/iris/jobs", data=body, headers={**CSV, "Idempotency-Key": "k"})
+    assert again.json()["id"] == job_id
+    other = body + b"6.2,2.9,4.3,1.3\n"
+    refused = api.request("POST", "/v1/models/iris/jobs", data=other, headers={**CSV, "Idempotency-Key": "k"})
+    assert refused.status_code == 409
+    assert list(clean_redis.scan_iter("job:*:in")) == []
