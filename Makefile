@@ -53,7 +53,7 @@ test-containers: $(BIN)/.installed
 k8s-check:
 	$(PYTHON) tools/k8s_check.py
 
-# The workloads of ../shared/BENCHMARKS.md on a private stack on loopback: one JSON document.
+# Every benchmark workload (W1-W4 and L) on a private stack on loopback: one JSON document.
 bench: $(BIN)/.installed models redis
 	$(BIN)/python -m bench --out bench/results/bench.json
 

@@ -1,4 +1,4 @@
-"""The bodies of the HTTP contract (API.md) as pydantic models, from which the OpenAPI document is made.
+"""The bodies of the HTTP contract as pydantic models, from which the OpenAPI document is made.
 
 Routes build plain dicts on the hot path (api/views.py); a unit test validates every one of them
 against these models, so the two cannot drift apart.
@@ -36,7 +36,7 @@ class ContractSchema(GenerateJsonSchema):
 
 
 def _open_to_additions(schema: dict[str, Any]) -> None:
-    """Leave additionalProperties out of a response body's schema, since API.md lets fields be added."""
+    """Leave additionalProperties out of a response body's schema, since the contract lets fields be added."""
     schema.pop("additionalProperties", None)
 
 

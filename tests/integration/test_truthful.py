@@ -204,7 +204,7 @@ def test_one_key_holding_a_thousand_connections_cannot_stop_the_others(
     _, api = _stack(stack_factory, "held", INFER_MAX_OPEN_REQUESTS_PER_KEY="100")
     job_id = api.submit("iris", [ROW]).json()["id"]  # no worker: it stays queued
     # A long-poll does not notice its client leave, so it holds its place until its wait ends.
-    held = _hold(api.base, 1000, f"/v1/jobs/{job_id}?wait=10")
+    held = _hold(api.base, 1000, f"/v1/jobs/{job_id}?wait=5")
     try:
         # Every request past the key's 100 is answered at once (429); its first 100 hang on.
         wait_until(lambda: len(_answered(held)) == 900, 30, "900 answers")
