@@ -1,4 +1,4 @@
-"""Accepting a job, the one door for JSON rows and CSV streams: keep inputs, write the record, publish.
+"""Accepting a job, the one door for JSON bodies and CSV streams: parse, validate, keep, write, publish.
 
 A job is accepted once its record is written: its inputs are in the store with it, so a message
 that is lost afterwards (a failed publish, an API or worker killed) is published again by the
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import redis
 
+from api.csv_input import csv_chunks
 from api.services import Services
+from api.validation import Readable, parse_json, parse_submit, validate_records
 from shared.celery_app import send_chunks
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
@@ -56,6 +58,31 @@ class Accepted:
 
     record: JobRecord
     created: bool
+
+
+def accept_json(
+    svc: Services, owner: str, name: str, job_id: str, body: Readable, key: str | None
+) -> Accepted:
+    """Accept a JSON submission: parse it, validate its records against the version it names, accept."""
+    digest = body_digest(name)
+    raw = body.read()
+    digest.update(raw)
+    submitted = parse_submit(parse_json(raw))
+    manifest = svc.registry.get(name, submitted.version)
+    rows = validate_records(manifest, submitted.inputs, svc.settings.max_records)
+    sub = Submission(owner, manifest, job_id, submitted.deadline_s, idempotency(key, digest))
+    return accept_rows(svc, sub, rows)
+
+
+def accept_csv(
+    svc: Services, owner: str, manifest: Manifest, job_id: str, body: Readable, key: str | None
+) -> Accepted:
+    """Accept a CSV submission, read, validated and kept block by block as it arrives."""
+    digest = body_digest(manifest.name)
+    limits = svc.settings
+    batches = csv_chunks(body, manifest, limits.chunk_size, limits.max_records, digest)
+    # The digest is complete only once the whole body was read, so the key is hashed after it.
+    return accept_stream(svc, Submission(owner, manifest, job_id), batches, lambda: idempotency(key, digest))
 
 
 def accept_rows(svc: Services, sub: Submission, rows: Records) -> Accepted:

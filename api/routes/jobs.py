@@ -14,11 +14,10 @@ import redis
 from flask import Blueprint, Response, request
 
 from api.auth import current_owner
-from api.csv_input import csv_chunks
-from api.intake import Accepted, Submission, accept_rows, accept_stream, body_digest, idempotency
+from api.intake import Accepted, accept_csv, accept_json
 from api.responses import json_response
 from api.services import Services, services
-from api.validation import parse_json, parse_submit, request_body, validate_records
+from api.validation import request_body
 from api.views import job_urls, job_view
 from api.waiter import Watch
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
@@ -106,26 +105,13 @@ def submit(name: str) -> Response:
         raise UnsupportedMediaType("Send the inputs as application/json or text/csv.")
     wait = _requested_wait(svc)
     key = request.headers.get("Idempotency-Key")
-    digest = body_digest(name)
     fresh = new_job_id()
-    body_stream = request_body(request)  # read through the body limit, chunked or not
+    body = request_body(request)  # read through the body limit, chunked or not
     with _watching(svc, fresh, wait) as watch:
         if request.mimetype == "text/csv":
-            sub = Submission(current_owner(), manifest, fresh)
-            batches = csv_chunks(
-                body_stream, manifest, svc.settings.chunk_size, svc.settings.max_records, digest
-            )
-            # The digest is complete only once the whole body was read, so the key is hashed lazily.
-            accepted = accept_stream(svc, sub, batches, lambda: idempotency(key, digest))
+            accepted = accept_csv(svc, current_owner(), manifest, fresh, body, key)
         else:
-            raw = body_stream.read()
-            digest.update(raw)
-            body = parse_submit(parse_json(raw))
-            if body.version:
-                manifest = svc.registry.get(name, body.version)
-            rows = validate_records(manifest, body.inputs, svc.settings.max_records)
-            sub = Submission(current_owner(), manifest, fresh, body.deadline_s, idempotency(key, digest))
-            accepted = accept_rows(svc, sub, rows)
+            accepted = accept_json(svc, current_owner(), name, fresh, body, key)
         if accepted.created:
             return _answer_accepted(svc, accepted, watch, wait)
     return _poll(svc, accepted.record.id, wait, 202)  # a retry found an earlier job: watch that one
