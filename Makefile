@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 REGISTRY ?= models/registry
 EXAMPLES := $(REGISTRY)/iris/1.0.0/manifest.json $(REGISTRY)/breast-cancer/1.0.0/manifest.json \
             $(REGISTRY)/scam-email/1.0.0/manifest.json
-CODE := api shared worker models tools tests bench
+CODE := api shared worker models tools tests bench client
 
 .PHONY: run test lint models redis browser scale-up scale-down clean test-containers k8s-check bench bench-quick
 
-$(BIN)/.installed: requirements/*.txt
+$(BIN)/.installed: requirements/*.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet -e './client[pandas]'
 	touch $@
 
 $(EXAMPLES) &: $(BIN)/.installed models/train.py models/publish.py models/data/emails.csv

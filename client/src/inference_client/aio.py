@@ -1,0 +1,200 @@
+"""The asyncio twin of `Client`: `AsyncClient`, `AsyncJob` and `AsyncOutputs`, the same methods awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from inference_client import _core
+from inference_client._core import Call, JobView, Model, Retry
+from inference_client.errors import ServiceUnreachable
+
+
+class AsyncClient:
+    """An asyncio client of one inference service, with `Client`'s methods and retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retry: Retry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or Retry()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=_core.headers(api_key), timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    headers=call.headers,
+                    content=call.content,
+                    timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as exc:
+                delay = self.retry.after_error(attempt, call)
+                if delay is None:
+                    raise ServiceUnreachable(f"no answer from {self.base_url}: {exc!r}") from exc
+            else:
+                delay = self.retry.after_answer(attempt, response)
+                if delay is None:
+                    _core.raise_for(response)
+                    return response
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _json(self, call: Call) -> dict[str, Any]:
+        body: dict[str, Any] = (await self._send(call)).json()
+        return body
+
+    @asynccontextmanager
+    async def _stream(self, call: Call) -> AsyncIterator[httpx.Response]:
+        try:
+            async with self._http.stream(
+                call.method, call.path, headers=call.headers, timeout=call.timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _core.raise_for(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(f"no answer from {self.base_url}: {exc!r}") from exc
+
+    async def models(self) -> list[Model]:
+        """Return every model's default version."""
+        return _core.parse_models(await self._json(_core.list_models()))
+
+    async def model(self, name: str, version: str | None = None) -> Model:
+        """Return a model's default version, or the version named."""
+        return _core.parse_model(await self._json(_core.get_model(name, version)))
+
+    async def submit(
+        self, model: str, rows: Any, version: str | None = None, deadline_s: float | None = None
+    ) -> AsyncJob:
+        """Queue a job of rows (dicts, lists in feature order, or a DataFrame) and return it at once."""
+        rows = _core.prepare(rows)
+        needs = _core.needs_features(rows, version, deadline_s)
+        features = (await self.model(model)).features if needs else None
+        content, media_type = _core.encode_rows(rows, version, deadline_s, features)
+        return AsyncJob(self, await self._json(_core.submit(model, content, media_type)))
+
+    async def submit_csv(
+        self, model: str, csv: bytes | str | os.PathLike[str], idempotency_key: str | None = None
+    ) -> AsyncJob:
+        """Queue a job of a CSV file (or its bytes), header = feature names, and return it at once.
+
+        Pass your own `idempotency_key` to be able to send the same file again without a second job.
+        """
+        return AsyncJob(
+            self, await self._json(_core.submit(model, _core.read_csv(csv), "text/csv", idempotency_key))
+        )
+
+    async def job(self, job_id: str) -> AsyncJob:
+        """Return the job with this id."""
+        return AsyncJob(self, await self._json(_core.get_job(job_id)))
+
+    async def jobs(
+        self, status: str | None = None, model: str | None = None, limit: int | None = None, page: int = 100
+    ) -> AsyncIterator[AsyncJob]:
+        """Yield this key's jobs, newest first, following the pages up to `limit` jobs."""
+        pages = _core.JobPages(status, model, limit, page)
+        while (call := pages.next_call()) is not None:
+            for data in pages.take(await self._json(call)):
+                yield AsyncJob(self, data)
+
+    async def predict(
+        self, model: str, rows: Any, timeout: float | None = 60.0, version: str | None = None
+    ) -> Any:
+        """Submit rows, wait for the job, and return its outputs (a DataFrame when rows was one)."""
+        rows = _core.prepare(rows)
+        job = await (await self.submit(model, rows, version=version)).wait(timeout)
+        _core.succeeded(job)
+        outputs = job.outputs()
+        return await outputs.to_dataframe() if _core.is_dataframe(rows) else await outputs.to_list()
+
+
+class AsyncJob(JobView):
+    """A job of the service, as last read; `wait`, `refresh`, `outputs` and `cancel` talk to it."""
+
+    def __init__(self, client: AsyncClient, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._client = client
+
+    async def refresh(self) -> AsyncJob:
+        """Read the job again and return it."""
+        self._update(await self._client._json(_core.get_job(self.id)))
+        return self
+
+    async def wait(self, timeout: float | None = None) -> AsyncJob:
+        """Long-poll until the job ends and return it; WaitTimeout after `timeout` seconds (None: never)."""
+        deadline = _core.deadline_for(timeout)
+        while (call := _core.wait_call(self, deadline, timeout)) is not None:
+            self._update(await self._client._json(call))
+        return self
+
+    async def cancel(self) -> AsyncJob:
+        """Cancel the job (Conflict once it has ended) and return it."""
+        self._update(await self._client._json(_core.cancel(self.id)))
+        return self
+
+    def outputs(self) -> AsyncOutputs:
+        """Return the outputs of the succeeded job: `async for` them (streamed) or await `to_dataframe()`."""
+        return AsyncOutputs(self._client, self.id, self.data.get("outputs"))
+
+    async def outputs_csv(self) -> AsyncIterator[bytes]:
+        """Yield the outputs as CSV bytes, one column a field, in input order."""
+        async with self._client._stream(_core.outputs(self.id, "text/csv")) as response:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+
+class AsyncOutputs:
+    """A succeeded job's outputs, in input order, streamed as NDJSON while iterated."""
+
+    def __init__(self, client: AsyncClient, job_id: str, inline: list[dict[str, Any]] | None = None) -> None:
+        self._client = client
+        self._job_id = job_id
+        self._inline = inline
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if self._inline is not None:
+            for item in self._inline:
+                yield item
+            return
+        async with self._client._stream(_core.outputs(self._job_id)) as response:
+            async for line in response.aiter_lines():
+                output = _core.ndjson_line(line)
+                if output is not None:
+                    yield output
+
+    async def to_list(self) -> list[dict[str, Any]]:
+        """Return all the outputs in a list."""
+        return [output async for output in self]
+
+    async def to_dataframe(self) -> Any:
+        """Return the outputs as a pandas DataFrame (nested fields as `probabilities.setosa`)."""
+        return _core.to_dataframe(await self.to_list())

@@ -1,0 +1,52 @@
+"""The client's tests run against the real service of tests/integration: its fixtures, re-exported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import redis
+from inference_client import Client
+from sklearn.datasets import load_breast_cancer
+
+from tests.integration import conftest as integration
+from tools.stack import Stack, free_port, http_status, wait_until
+
+KEY = integration.KEY
+OTHER_KEY = integration.OTHER_KEY
+# The real service's session fixtures (redis-server, a worker, the API), found by pytest by name.
+redis_url = integration.redis_url
+stack_factory = integration.stack_factory
+service = integration.service
+api_base = integration.api_base
+clean_redis = integration.clean_redis
+
+
+@pytest.fixture
+def client(api_base: str, clean_redis: redis.Redis) -> Iterator[Client]:
+    """Return a client of the session's service, with no jobs in Redis."""
+    with Client(api_base, KEY) as made:
+        yield made
+
+
+def breast_cancer_csv(rows: int) -> bytes:
+    """Return a CSV of the breast-cancer model's 30 features: scikit-learn's rows repeated to `rows`."""
+    data = load_breast_cancer()
+    names = [n.replace(" ", "_") for n in data.feature_names]
+    table = np.resize(data.data, (rows, data.data.shape[1]))
+    lines = [",".join(names)]
+    lines.extend(",".join(f"{v:g}" for v in row) for row in table)
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="session")
+def big_api(api_base: str, stack_factory: Callable[..., Stack]) -> str:
+    """Return the URL of a second API process, on the same Redis and workers, taking 64 MiB bodies.
+
+    A 100,000-row breast-cancer CSV is about 20 MB: over the default limit of 16 MiB.
+    """
+    stack = stack_factory(INFER_MAX_BODY_BYTES=str(64 << 20))
+    base = stack.start_api(free_port())
+    wait_until(lambda: http_status(base + "/readyz") == 200, 60, "the second API")
+    return base
