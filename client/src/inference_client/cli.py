@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from inference_client._core import Retry
 from inference_client.client import Client, Job
 from inference_client.errors import (
     ApiError,
@@ -129,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console()
     err = Console(stderr=True)
-    client = Client(args.api, args.key)
+    # Fewer tries than the library: a person at a terminal wants to hear soon that nobody answers.
+    client = Client(args.api, args.key, retry=Retry(attempts=3))
     try:
         if args.command == "models":
             return _models(client, out, args.name)
