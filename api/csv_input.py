@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from api.validation import Readable, check_records, check_table, off_loop
+from api.bodies import Readable
+from api.validation import check_records, check_table, off_loop
 from shared.chunks import Records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest

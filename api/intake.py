@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import redis
 
+from api.bodies import Readable
 from api.csv_input import csv_chunks
 from api.services import Services
-from api.validation import Readable, parse_json, parse_submit, validate_records
+from api.validation import parse_json, parse_submit, validate_records
 from shared.celery_app import send_chunks
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable

@@ -78,6 +78,7 @@ class Limits:
     wait: str
     body: str
     records: str
+    bulk_body: str
     inline: str
     retention: str
     open_requests: int
@@ -89,6 +90,7 @@ class Limits:
             wait=f"{settings.max_wait_s:g} seconds",
             body=f"{settings.max_body_bytes:,} bytes",
             records=f"{settings.max_records:,} records",
+            bulk_body=f"{settings.max_bulk_body_bytes:,} bytes",
             inline=f"{settings.inline_limit:,} records",
             retention=f"{settings.retention_s:,} seconds",
             open_requests=settings.max_open_requests_per_key,
@@ -227,11 +229,13 @@ def operations(settings: Settings) -> list[Op]:
             "post", "/v1/models/{name}/jobs", "submitJob", "jobs", "Submit a prediction job",
             description="Checks every record against the model's input schema, then queues the job. A JSON "
             f"body holds at most {limits.records}; a `text/csv` body (a header row of feature names, then "
-            f"one record a row) is a bulk job of any number of rows within {limits.body}.",
+            f"one record a row) is a bulk job of up to {limits.records} in at most {limits.bulk_body}. "
+            "Either may be sent with `Content-Encoding: gzip` (the limit holds as sent and once inflated).",
             params=(_NAME, prefer, idempotency),
             body={
                 "required": True,
-                "description": f"The records to predict, in at most {limits.body}.",
+                "description": f"The records to predict: JSON in at most {limits.body}, CSV in at most "
+                f"{limits.bulk_body}.",
                 "content": {
                     "application/json": {"schema": _ref("SubmitBody")},
                     "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
@@ -254,11 +258,15 @@ def operations(settings: Settings) -> list[Op]:
                 ),
             },
             errors={
-                400: "The body is not valid JSON, or the CSV is not UTF-8 (`invalid_json`).",
+                400: "The body is not valid JSON, the CSV is not UTF-8, or a gzip body is corrupt or cut "
+                "short (`invalid_json`).",
                 404: _UNKNOWN_VERSION,
                 409: "This Idempotency-Key was sent before with another body (`conflict`).",
-                413: f"The body is over {limits.body} (`payload_too_large`), refused before it was read.",
-                415: "The body is neither `application/json` nor `text/csv` (`unsupported_media_type`).",
+                413: f"The body is over its limit ({limits.body} for JSON, {limits.bulk_body} for CSV), "
+                "as sent or once inflated (`payload_too_large`); a declared `Content-Length` over it is "
+                "refused before it is read.",
+                415: "The body is neither `application/json` nor `text/csv`, or its `Content-Encoding` is "
+                "neither gzip nor none (`unsupported_media_type`).",
                 422: "A record does not match the model's input schema, or the body is not a submission "
                 "(`invalid_input`): `details` names each bad record's index, field and reason.",
                 429: "The model's queue is full or the job store nearly so (`queue_full`), or this key has "

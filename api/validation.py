@@ -8,22 +8,20 @@ errors name the record and the field the same way whatever the body's format.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import gevent
 import gevent.monkey
 import numpy as np
 import numpy.typing as npt
 import orjson
-from flask import Request
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import InvalidInput, InvalidJson, PayloadTooLarge
+from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
 
 MAX_DETAILS = 50
@@ -31,7 +29,6 @@ MAX_DEADLINE_S = 7 * 86_400
 # More records than this are checked on a thread, so the process's event loop serves other
 # requests meanwhile; this many take a few milliseconds, less than handing them over would save.
 OFF_LOOP_RECORDS = 2_000
-READ_BYTES = 1 << 16
 # Keywords that describe a value without constraining it, so a fast path may pass over them.
 _ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "deprecated"})
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -89,47 +86,6 @@ def parse_submit(document: Any) -> SubmitBody:
             for err in exc.errors()[:MAX_DETAILS]
         ]
         raise InvalidInput("The submission does not have the expected fields.", details) from None
-
-
-class Readable(Protocol):
-    """Anything a request body is read from, a block at a time."""
-
-    def read(self, size: int = -1, /) -> bytes:
-        """Return up to size bytes (all that is left when size is negative), b"" at the end."""
-
-
-class LimitedBody:
-    """A request body read through a cap that refuses it with 413 as soon as more than the limit arrived."""
-
-    def __init__(self, stream: Readable, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-        self._left = limit
-
-    def read(self, size: int = -1, /) -> bytes:
-        """Return up to size bytes of the body (all of it when size is negative), b"" at its end."""
-        if size < 0:
-            return b"".join(iter(lambda: self.read(READ_BYTES), b""))
-        # One byte past the limit tells a longer body from one of exactly the limit.
-        data = self._stream.read(min(size, self._left + 1))
-        self._left -= len(data)
-        if self._left < 0:
-            raise PayloadTooLarge(
-                f"The request body is over the configured limit of {self._limit:,} bytes.",
-                [{"field": None, "reason": f"more than {self._limit} bytes"}],
-            )
-        return data
-
-
-def request_body(request: Request) -> LimitedBody:
-    """Return the request's body, whatever its framing, refused with 413 once it passes the body limit."""
-    stream: Readable = request.stream  # a declared Content-Length over the limit is refused here, unread
-    limit = request.max_content_length
-    if limit is not None and "wsgi.input_terminated" in request.environ:
-        # The server ends the body (Content-Length or the last chunk), and Werkzeug's own cap would
-        # cut a chunked body at the limit silently or refuse one of exactly the limit: count here.
-        stream = request.environ["wsgi.input"]
-    return LimitedBody(stream, sys.maxsize if limit is None else limit)
 
 
 def off_loop(work: Callable[..., T], *args: Any) -> T:

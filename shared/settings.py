@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     inline_limit: int = Field(default=1_000, gt=0)
     max_records: int = Field(default=1_000_000, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # A CSV (bulk) body may be larger: it is read, checked and stored block by block. A body sent with
+    # Content-Encoding: gzip may be at most this both as sent and once inflated.
+    max_bulk_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_wait_s: float = Field(default=60.0, ge=0)
     max_queued_per_model: int = Field(default=100_000, gt=0)
     queue_full_retry_s: int = Field(default=5, gt=0)

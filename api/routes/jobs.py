@@ -14,10 +14,10 @@ import redis
 from flask import Blueprint, Response, request
 
 from api.auth import current_owner
+from api.bodies import request_body
 from api.intake import Accepted, accept_csv, accept_json
 from api.responses import json_response
 from api.services import Services, services
-from api.validation import request_body
 from api.views import job_urls, job_view
 from api.waiter import Watch
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
@@ -106,9 +106,12 @@ def submit(name: str) -> Response:
     wait = _requested_wait(svc)
     key = request.headers.get("Idempotency-Key")
     fresh = new_job_id()
-    body = request_body(request)  # read through the body limit, chunked or not
+    csv_body = request.mimetype == "text/csv"
+    limits = svc.settings
+    # Read through the body limit (a bulk CSV's own), chunked or not, inflated when gzip-compressed.
+    body = request_body(request, limits.max_bulk_body_bytes if csv_body else limits.max_body_bytes)
     with _watching(svc, fresh, wait) as watch:
-        if request.mimetype == "text/csv":
+        if csv_body:
             accepted = accept_csv(svc, current_owner(), manifest, fresh, body, key)
         else:
             accepted = accept_json(svc, current_owner(), name, fresh, body, key)

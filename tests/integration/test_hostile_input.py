@@ -217,7 +217,8 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
 @pytest.fixture(scope="module")
 def strict_api(stack_factory: Callable[..., Stack], api_base: str) -> Api:
     """Start an API with a small body limit and at most 100 records a job."""
-    return Api(stack_factory(INFER_MAX_BODY_BYTES=str(LIMIT), INFER_MAX_RECORDS="100").start_api(free_port()))
+    limits = {"INFER_MAX_BODY_BYTES": str(LIMIT), "INFER_MAX_BULK_BODY_BYTES": str(LIMIT)}  # CSV's too
+    return Api(stack_factory(**limits, INFER_MAX_RECORDS="100").start_api(free_port()))
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ def app(redis_url: str, registry_path: Path) -> Flask:
             api_key_hashes=[hash_api_key(KEY), hash_api_key(OTHER_KEY)],
             queue_name=QUEUE,
             max_body_bytes=MAX_BODY_BYTES,
+            max_bulk_body_bytes=MAX_BODY_BYTES,  # CSV bodies have their own limit: the same one here
             max_records=MAX_RECORDS,
             max_wait_s=MAX_WAIT_S,
         )

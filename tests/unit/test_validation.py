@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.bodies import LimitedBody
 from api.validation import (
-    LimitedBody,
     numeric_bounds,
     off_loop,
     parse_json,
