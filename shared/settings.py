@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     redelivery_s: float = Field(default=30.0, gt=0)
     # What one API key may hold: unfinished jobs, bytes of inputs and outputs kept in Redis, and
     # requests open at once in one API process (long-polls, uploads).
-    max_open_jobs_per_key: int = Field(default=10_000, gt=0)
-    max_stored_bytes_per_key: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_open_jobs_per_key: int = Field(default=100_000, gt=0)
+    max_stored_bytes_per_key: int = Field(default=512 * 1024 * 1024, gt=0)
     max_open_requests_per_key: int = Field(default=256, gt=0)
     # New jobs are refused (429) once Redis uses this share of its maxmemory, so accepted jobs can finish.
     memory_high_water: float = Field(default=0.9, gt=0, le=1)
