@@ -213,7 +213,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Model:
-    """A model version as the API describes it."""
+    """A model version as the API describes it (schemas and labels empty in the list of models)."""
 
     name: str
     version: str

@@ -15,7 +15,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -76,6 +75,14 @@ exit codes: 0 ok, 2 bad command line, 3 key missing or wrong, 4 no such model or
 5 input refused, 6 conflict (e.g. job already ended), 7 service busy (retry later),
 8 service unreachable or unavailable, 9 job failed/canceled/expired, 10 timed out, 130 interrupted.
 """
+
+
+class _CountColumn(ProgressColumn):
+    """Records done of the total, with thousands separators."""
+
+    def render(self, task: Task) -> Text:
+        total = f"{task.total:,.0f}" if task.total is not None else "?"
+        return Text(f"{task.completed:,.0f}/{total} records", style="green")
 
 
 class _RateColumn(ProgressColumn):
@@ -166,6 +173,9 @@ def _explain(exc: InferenceError, args: argparse.Namespace) -> tuple[int, str]:
                 EXIT_NOT_FOUND,
                 f"{said}\nSee `infer models` for the models and `infer jobs` for your jobs.",
             )
+        if isinstance(exc, InvalidInput) and exc.code == "payload_too_large":
+            hint = "The file is larger than the service takes in one request: split it into smaller files."
+            return EXIT_INVALID_INPUT, f"{said}\n{hint}"
         if isinstance(exc, InvalidInput):
             hint = "Fix the records named above; `infer models MODEL` shows the features expected."
             return EXIT_INVALID_INPUT, f"{said}{details}\n{hint}"
@@ -213,10 +223,11 @@ def _models(client: Client, out: Console, name: str | None) -> int:
         if model.labels:
             out.print(f"labels: {', '.join(model.labels)}")
         return EXIT_OK
-    table = Table("model", "version", "task", "features", "description")
+    table = Table("model", "default version", "versions", "task", "description")
     for model in client.models():
-        table.add_row(model.name, model.version, model.task, str(len(model.features)), model.description)
+        table.add_row(model.name, model.version, ", ".join(model.versions), model.task, model.description)
     out.print(table)
+    out.print("`infer models NAME` shows a model's features: the columns a CSV file for it needs.")
     return EXIT_OK
 
 
@@ -303,6 +314,7 @@ def _submit(
     except OSError as exc:
         state.unlink(missing_ok=True)
         raise InferenceError(f"Cannot read {args.file}: {exc.strerror}.") from None
+    err.print(f"Sending {args.file} ({len(body) / 1e6:,.1f} MB) to {args.model}…", highlight=False)
     try:
         job = client.submit_csv(args.model, body, idempotency_key=key)
     except ApiError:
@@ -328,8 +340,7 @@ def _show_progress(source: ProgressSource, err: Console, timeout: float | None) 
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("records"),
+        _CountColumn(),
         _RateColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
