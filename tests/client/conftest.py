@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,7 +11,6 @@ from inference_client import Client
 from sklearn.datasets import load_breast_cancer
 
 from tests.integration import conftest as integration
-from tools.stack import Stack, free_port, http_status, wait_until
 
 KEY = integration.KEY
 OTHER_KEY = integration.OTHER_KEY
@@ -38,15 +37,3 @@ def breast_cancer_csv(rows: int) -> bytes:
     lines = [",".join(names)]
     lines.extend(",".join(f"{v:g}" for v in row) for row in table)
     return ("\n".join(lines) + "\n").encode()
-
-
-@pytest.fixture(scope="session")
-def big_api(api_base: str, stack_factory: Callable[..., Stack]) -> str:
-    """Return the URL of a second API process, on the same Redis and workers, taking 64 MiB bodies.
-
-    A 100,000-row breast-cancer CSV is about 20 MB: over the default limit of 16 MiB.
-    """
-    stack = stack_factory(INFER_MAX_BODY_BYTES=str(64 << 20))
-    base = stack.start_api(free_port())
-    wait_until(lambda: http_status(base + "/readyz") == 200, 60, "the second API")
-    return base

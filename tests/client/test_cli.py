@@ -28,14 +28,14 @@ def _run(api: str, *args: str, key: str = KEY) -> subprocess.CompletedProcess[st
     return subprocess.run([*INFER, *args], env=_env(api, key), capture_output=True, text=True, timeout=60)
 
 
-def test_predict_resumes_the_same_job_after_ctrl_c(big_api: str, clean_redis: Any, tmp_path: Path) -> None:
+def test_predict_resumes_the_same_job_after_ctrl_c(api_base: str, clean_redis: Any, tmp_path: Path) -> None:
     """Ctrl-C leaves the job running and its id in out.csv.job; a rerun waits for it and writes out.csv."""
     rows = tmp_path / "rows.csv"
     rows.write_bytes(breast_cancer_csv(100_000))
     out = tmp_path / "out.csv"
     state = tmp_path / "out.csv.job"
     argv = [*INFER, "predict", "breast-cancer", str(rows), "-o", str(out)]
-    first = subprocess.Popen(argv, env=_env(big_api), stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(argv, env=_env(api_base), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not (state.exists() and "job" in json.loads(state.read_text() or "{}")):
         assert time.monotonic() < deadline, "no job id in the state file"
@@ -50,7 +50,7 @@ def test_predict_resumes_the_same_job_after_ctrl_c(big_api: str, clean_redis: An
 
     second = subprocess.run(
         [str(Path(sys.executable).parent / "infer"), "predict", "breast-cancer", str(rows), "-o", str(out)],
-        env=_env(big_api),
+        env=_env(api_base),
         capture_output=True,
         text=True,
         timeout=60,
@@ -61,7 +61,7 @@ def test_predict_resumes_the_same_job_after_ctrl_c(big_api: str, clean_redis: An
     lines = out.read_text().splitlines()
     assert len(lines) == 100_001  # the header and one row a record
     assert not state.exists()
-    with Client(big_api, KEY) as client:
+    with Client(api_base, KEY) as client:
         assert [job.id for job in client.jobs()] == [job_id]
 
 

@@ -62,9 +62,9 @@ def test_many_rows_as_lists_go_as_csv_in_feature_order(client: Client) -> None:
     assert {o["label"] for o in outputs} == {"setosa"}
 
 
-def test_cancel_ends_a_running_job_and_a_second_cancel_conflicts(big_api: str, clean_redis: Any) -> None:
+def test_cancel_ends_a_running_job_and_a_second_cancel_conflicts(api_base: str, clean_redis: Any) -> None:
     """cancel() of a large job ends it canceled; cancelling it again is a Conflict."""
-    client = Client(big_api, KEY)
+    client = Client(api_base, KEY)
     job = client.submit_csv("breast-cancer", breast_cancer_csv(100_000))
     job.cancel()
     assert job.status == "canceled"

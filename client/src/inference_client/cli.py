@@ -251,25 +251,33 @@ def _cancel(client: Client, out: Console, job_id: str) -> int:
 def _predict(client: Client, err: Console, args: argparse.Namespace) -> int:
     output: Path = args.output
     state = output.with_name(output.name + ".job")
-    job = _resume(client, err, state, args) or _submit(client, err, state, args)
     try:
+        job = _resume(client, err, state, args) or _submit(client, err, state, args)
         _show_progress(PollingProgress(job), err, args.timeout)
+        if job.status != "succeeded":
+            state.unlink(missing_ok=True)  # a rerun should submit afresh
+            raise JobFailed(job.id, job.status, job.error)
+        started = time.monotonic()
+        part = output.with_name(output.name + ".part")
+        with part.open("wb") as f:
+            for chunk in job.outputs_csv():
+                f.write(chunk)
+        part.replace(output)
+        state.unlink(missing_ok=True)
     except KeyboardInterrupt:
-        err.print(
-            f"[yellow]Stopped watching.[/] Job {job.id} keeps running on the service. Run the same "
-            f"command again to pick it up (its id is in {state}); `infer cancel {job.id}` stops it."
-        )
+        saved = json.loads(state.read_text()) if state.exists() else {}
+        if saved.get("job"):
+            err.print(
+                f"[yellow]Stopped watching.[/] Job {saved['job']} keeps running on the service. Run the "
+                f"same command again to pick it up (its id is in {state}); `infer cancel {saved['job']}` "
+                "stops it."
+            )
+        elif saved:
+            err.print(
+                f"[yellow]Stopped while sending.[/] Run the same command again: it sends the file with the "
+                f"same Idempotency-Key (kept in {state}), so the service makes no second job."
+            )
         return EXIT_INTERRUPTED
-    if job.status != "succeeded":
-        state.unlink(missing_ok=True)  # a rerun should submit afresh
-        raise JobFailed(job.id, job.status, job.error)
-    started = time.monotonic()
-    part = output.with_name(output.name + ".part")
-    with part.open("wb") as f:
-        for chunk in job.outputs_csv():
-            f.write(chunk)
-    part.replace(output)
-    state.unlink(missing_ok=True)
     total = job.progress.total
     took = time.monotonic() - started
     err.print(
