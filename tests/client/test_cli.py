@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inference_client import Client
 
 from tests.client.conftest import KEY, breast_cancer_csv
+from tools.stack import Stack, free_port
 
 INFER = [sys.executable, "-m", "inference_client"]
 
@@ -28,8 +30,13 @@ def _run(api: str, *args: str, key: str = KEY) -> subprocess.CompletedProcess[st
     return subprocess.run([*INFER, *args], env=_env(api, key), capture_output=True, text=True, timeout=60)
 
 
-def test_predict_resumes_the_same_job_after_ctrl_c(api_base: str, clean_redis: Any, tmp_path: Path) -> None:
+def test_predict_resumes_the_same_job_after_ctrl_c(
+    stack_factory: Callable[..., Stack], clean_redis: Any, tmp_path: Path
+) -> None:
     """Ctrl-C leaves the job running and its id in out.csv.job; a rerun waits for it and writes out.csv."""
+    # No worker takes the job until after the Ctrl-C, so it is surely unfinished when interrupted.
+    stack = stack_factory(INFER_QUEUE_NAME="cli-resume")
+    api_base = stack.start_api(free_port())
     rows = tmp_path / "rows.csv"
     rows.write_bytes(breast_cancer_csv(100_000))
     out = tmp_path / "out.csv"
@@ -48,6 +55,7 @@ def test_predict_resumes_the_same_job_after_ctrl_c(api_base: str, clean_redis: A
     assert state.exists()
     assert not out.exists()
 
+    stack.start_worker("worker-cli-resume", 1)
     second = subprocess.run(
         [str(Path(sys.executable).parent / "infer"), "predict", "breast-cancer", str(rows), "-o", str(out)],
         env=_env(api_base),

@@ -16,7 +16,7 @@ import requests
 
 from tests.integration.conftest import KEY, Api
 
-PACKAGE = "inference_client"
+PACKAGE = "generated_inference_client"  # not the project's own client package
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]
 
 

@@ -161,7 +161,12 @@ def test_a_burst_of_submits_and_of_waking_long_polls_is_served_without_a_false_5
         def poll(_: int) -> requests.Response:
             own = Api(api.base)
             ready.wait()
-            return own.request("GET", f"/v1/jobs/{job_id}?wait=30")
+            for _ in range(100):
+                answer = own.request("GET", f"/v1/jobs/{job_id}?wait=30")
+                if answer.status_code != 429:  # a probe below held the key's 500th place a moment
+                    break
+                time.sleep(0.05)
+            return answer
 
         with ThreadPoolExecutor(500) as pool:
             polls = [pool.submit(poll, i) for i in range(500)]
