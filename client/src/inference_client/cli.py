@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -135,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args = _parser().parse_args(argv)
+    # A shell script that starts this in the background hands it SIGINT ignored: take Ctrl-C back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out = Console()
     err = Console(stderr=True)
     # Fewer tries than the library: a person at a terminal wants to hear soon that nobody answers.
