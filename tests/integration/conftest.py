@@ -30,6 +30,19 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def error_of(status_code: int, body: Any, text: str, status: int, code: str) -> dict[str, Any]:
+    """Check an answer is the error body of the contract with this status and code; return the error."""
+    assert status_code == status, text
+    assert isinstance(body, dict), text
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    assert isinstance(body["error"]["details"], list)
+    error: dict[str, Any] = body["error"]
+    return error
+
+
 class Api:
     """A client of one running API process, with the test's key unless told otherwise."""
 

@@ -12,7 +12,7 @@ import redis
 import requests
 
 from api.waiter import RECHECK_S
-from tests.integration.conftest import OTHER_KEY, Api
+from tests.integration.conftest import OTHER_KEY, Api, error_of
 from tools.stack import free_port
 
 IRIS_RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -20,14 +20,7 @@ IRIS_ROW = [6.2, 2.9, 4.3, 1.3]
 
 
 def _error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    assert isinstance(body["error"]["details"], list)
-    return body["error"]
+    return error_of(response.status_code, response.json(), response.text, status, code)
 
 
 def test_submit_answers_202_with_location_then_poll_finds_the_outputs(api: Api) -> None:

@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 
 from api.app import create_app
 from shared.settings import Settings, hash_api_key
-from tests.integration.conftest import KEY, OTHER_KEY
+from tests.integration.conftest import KEY, OTHER_KEY, error_of
 
 QUEUE = "routes"  # no worker consumes it: every job stays queued
 MAX_BODY_BYTES = 4096
@@ -92,14 +92,7 @@ def _json(response: TestResponse) -> dict[str, Any]:
 
 def _error(response: TestResponse, status: int, code: str) -> dict[str, Any]:
     """Check the response is the error body with this status and code, and return the error."""
-    assert response.status_code == status, response.text
-    body = _json(response)
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    assert isinstance(body["error"]["details"], list)
-    return body["error"]
+    return error_of(response.status_code, response.json, response.text, status, code)
 
 
 def _nothing_queued(redis_client: redis.Redis) -> None:
