@@ -79,6 +79,7 @@ class Reaper:
             return []
         length, mark = self.store.delivery_mark()
         held = held_chunks(self.store.client, self.store.queue)
+        held_jobs = {job_id for job_id, _ in held}
         states = self.store.undelivered([job_id for job_id, _ in stale])
         gone: list[str] = []
         lost: list[str] = []
@@ -96,7 +97,7 @@ class Reaper:
                     ChunkMessage(job=job_id, model=model, version=version, chunk=chunk, inputs=None)
                     for chunk in missing
                 ]
-            elif not chunks and status == QUEUED and not any(j == job_id for j, _ in held):
+            elif not chunks and status == QUEUED and job_id not in held_jobs:
                 # Written by a version that kept no inputs: it cannot run, so it ends with the reason.
                 self.store.end(
                     job_id, model, FAILED, "lost",

@@ -68,8 +68,8 @@ redis.call('EXPIRE', index, ARGV[1])
 return {'created', ARGV[4]}
 """
 
-# The steps every terminal script takes: the job leaves the unfinished sets and its end is announced.
-# KEYS[1] is the job, KEYS[#KEYS] the queue's pending set; ARGV[2] (of the caller) the retention.
+# The steps every terminal script takes: the job's keys get the retention, it leaves the unfinished
+# sets (the queue's pending set, given, and its owner's open set) and its end is announced.
 _CLOSE = """
 local function close(job, pending, retention)
   local id = string.sub(job, 5)
