@@ -7,7 +7,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api.auth import owner_of_request
+from api.auth import caller_of_request
 from api.errors import register_error_handlers
 from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _authenticate() -> None:
     g.started = time.perf_counter()
     if request.path.startswith(PROTECTED_PREFIXES):
-        g.owner = owner_of_request(services().settings.api_key_hashes)
+        settings = services().settings
+        caller = caller_of_request(settings.api_key_hashes, settings.admin_key_hashes)
+        g.owner, g.scope = caller.owner, caller.scope
         # One key's long-polls and slow uploads hold at most its share of this process's connections.
         services().open_requests.enter(g.owner)
         g.holding = True

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 _FRAMEWORK: dict[int, type[errors.ServiceError]] = {
     400: errors.InvalidJson,
     401: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.NotFound,
     405: errors.MethodNotAllowed,
     413: errors.PayloadTooLarge,

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from api.contract import REF, RESPONSE_MODELS, ContractSchema
-from api.operations import TAGS, UNAUTHORIZED, Limits, Op, json_answer, operations
+from api.operations import FORBIDDEN, TAGS, UNAUTHORIZED, Limits, Op, json_answer, operations
 from api.server import limit_request_field_size, limit_request_fields, limit_request_line
 from api.validation import SubmitBody
 from shared.errors import ErrorCode
@@ -47,6 +47,8 @@ def _error_answer(status: int, description: str) -> dict[str, Any]:
 
 def _operation(op: Op) -> dict[str, Any]:
     errors = {**op.errors, **_ANY_ROUTE, **({} if op.public else {401: UNAUTHORIZED})}
+    if op.admin:
+        errors[403] = FORBIDDEN
     responses = {str(s): op.ok[s] for s in sorted(op.ok)}
     responses.update({str(s): _error_answer(s, errors[s]) for s in sorted(errors)})
     document: dict[str, Any] = {

@@ -30,6 +30,8 @@ class Op:
     params: tuple[dict[str, Any], ...] = ()
     body: dict[str, Any] | None = None
     public: bool = False
+    # Admin routes answer a user key with 403 forbidden.
+    admin: bool = False
     description: str = ""
 
 
@@ -117,6 +119,7 @@ _JOB_LINKS = {
 }
 
 UNAUTHORIZED = "The API key is missing or wrong (`unauthorized`): send `Authorization: Bearer <key>`."
+FORBIDDEN = "The API key is a user key and this route needs an admin key (`forbidden`)."
 _UNKNOWN_MODEL = "No model of that name is published (`unknown_model`)."
 _UNKNOWN_VERSION = "No model of that name (`unknown_model`), or it has no such version (`unknown_version`)."
 _STORE_DOWN = "The job store cannot be reached (`unavailable`); nothing was changed."

@@ -5,6 +5,7 @@
     ServiceError (500 internal)
     ├── InvalidJson (400 invalid_json)
     ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden): a user key on an admin route
     ├── NotFound (404 not_found)
     │   ├── UnknownModel (404 unknown_model)
     │   ├── UnknownVersion (404 unknown_version)
@@ -18,7 +19,8 @@
     ├── RateLimited (429 rate_limited)
     ├── Unavailable (503 unavailable)
     │   └── MaybeAccepted (503 unavailable): the job may have been written; its id is in details
-    └── ModelLoadError (500 model_unavailable): raised in workers, recorded on the job
+    ├── ModelLoadError (500 model_unavailable): raised in workers, recorded on the job
+    └── InvalidModel (422 invalid_model): a publish upload a worker refused, recorded on the job
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     INVALID_JSON = "invalid_json"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     UNKNOWN_MODEL = "unknown_model"
     UNKNOWN_VERSION = "unknown_version"
@@ -46,11 +49,11 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     MODEL_UNAVAILABLE = "model_unavailable"
+    INVALID_MODEL = "invalid_model"
     # Answered by the HTTP server (api/server.py) to what never reaches the app.
     INVALID_REQUEST = "invalid_request"
     URI_TOO_LONG = "uri_too_long"
     HEADER_TOO_LARGE = "header_too_large"
-    FORBIDDEN = "forbidden"
 
 
 class ServiceError(Exception):
@@ -87,6 +90,13 @@ class Unauthorized(ServiceError):
 
     status = 401
     code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(ServiceError):
+    """The API key is valid but its scope does not allow this route."""
+
+    status = 403
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(ServiceError):
@@ -178,3 +188,10 @@ class ModelLoadError(ServiceError):
     """A model's artifact is missing, tampered with or fails to load."""
 
     code = ErrorCode.MODEL_UNAVAILABLE
+
+
+class InvalidModel(ServiceError):
+    """An uploaded artifact cannot be served: wrong type, corrupt, untrusted or mismatched."""
+
+    status = 422
+    code = ErrorCode.INVALID_MODEL

@@ -22,8 +22,10 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://localhost:6379/0"
     registry_path: Path = Path("models/registry")
-    # Hashes, never the keys: a leaked config file does not leak a credential.
+    # Hashes, never the keys: a leaked config file does not leak a credential. User keys submit and
+    # read their own jobs; admin keys may also publish, route and retire model versions.
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     retention_s: int = Field(default=86_400, gt=0)
     # The longest an unfinished job is kept, so a job whose messages were lost cannot stay forever.
     max_job_age_s: int = Field(default=7 * 86_400, gt=0)
@@ -33,6 +35,8 @@ class Settings(BaseSettings):
     # A CSV (bulk) body may be larger: it is read, checked and stored block by block. A body sent with
     # Content-Encoding: gzip may be at most this both as sent and once inflated.
     max_bulk_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # A publish upload (artifact, metadata and reference rows together) may be at most this.
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_wait_s: float = Field(default=60.0, ge=0)
     max_queued_per_model: int = Field(default=100_000, gt=0)
     queue_full_retry_s: int = Field(default=5, gt=0)
@@ -58,10 +62,16 @@ class Settings(BaseSettings):
     max_open_jobs_per_key: int = Field(default=100_000, gt=0)
     max_stored_bytes_per_key: int = Field(default=512 * 1024 * 1024, gt=0)
     max_open_requests_per_key: int = Field(default=256, gt=0)
+    # An events stream (GET /v1/jobs/{id}/events) closes after this long with a retry hint, and the
+    # client resumes it with Last-Event-ID, so no connection is held forever.
+    events_max_s: float = Field(default=300.0, gt=0)
+    # An events stream (GET /v1/jobs/{id}/events) closes after this long with a retry hint, and the
+    # client resumes it with Last-Event-ID, so no connection is held forever.
+    events_max_s: float = Field(default=300.0, gt=0)
     # New jobs are refused (429) once Redis uses this share of its maxmemory, so accepted jobs can finish.
     memory_high_water: float = Field(default=0.9, gt=0, le=1)
 
-    @field_validator("api_key_hashes", mode="before")
+    @field_validator("api_key_hashes", "admin_key_hashes", mode="before")
     @classmethod
     def _split_hashes(cls, value: object) -> object:
         if isinstance(value, str):

@@ -19,6 +19,8 @@ from tools.stack import Stack, free_port, http_status, wait_until
 
 KEY = "test-key-alpha"
 OTHER_KEY = "test-key-beta"
+# The one admin key of the test stacks: it may also publish, route and retire model versions.
+ADMIN_KEY = "test-key-admin"
 # Short enough that a killed worker's message comes back within the test's patience.
 VISIBILITY_TIMEOUT_S = 4
 RESTORE_INTERVAL_S = 1
@@ -95,6 +97,7 @@ def stack_env(redis_url: str, registry_path: Path, **overrides: str) -> dict[str
             "INFER_REDIS_URL": redis_url,
             "INFER_REGISTRY_PATH": str(registry_path),
             "INFER_API_KEY_HASHES": f"{_hash(KEY)},{_hash(OTHER_KEY)}",
+            "INFER_ADMIN_KEY_HASHES": _hash(ADMIN_KEY),
             "INFER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
             "INFER_RESTORE_INTERVAL_S": str(RESTORE_INTERVAL_S),
             "INFER_REDELIVERY_S": str(REDELIVERY_S),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 
-from api.auth import ANONYMOUS, owner_of_request
+from api.auth import ADMIN, ANONYMOUS, USER, Caller, caller_of_request, require_admin
 from api.views import job_view, rfc3339
-from shared.errors import Unauthorized
+from shared.errors import Forbidden, Unauthorized
 from shared.settings import Settings, hash_api_key
 from shared.store import JobRecord, is_job_id, new_job_id
 
@@ -48,22 +48,39 @@ def test_job_ids_sort_by_creation_time() -> None:
 
 
 def test_keys_are_checked_against_hashes() -> None:
-    """A configured key's hash identifies its owner; a wrong or missing key is refused."""
+    """A configured key's hash identifies its owner and scope; a wrong or missing key is refused."""
     app = Flask(__name__)
-    hashes = [hash_api_key("k1"), hash_api_key("k2")]
+    users, admins = [hash_api_key("k1"), hash_api_key("k2")], [hash_api_key("a1")]
     with app.test_request_context(headers={"Authorization": "Bearer k2"}):
-        assert owner_of_request(hashes) == hashes[1][:32]
+        assert caller_of_request(users, admins) == Caller(users[1][:32], USER)
+    with app.test_request_context(headers={"Authorization": "Bearer a1"}):
+        assert caller_of_request(users, admins) == Caller(admins[0][:32], ADMIN)
     for header in ({"Authorization": "Bearer k3"}, {"Authorization": "Basic k1"}, {}):
         with app.test_request_context(headers=header), pytest.raises(Unauthorized):
-            owner_of_request(hashes)
+            caller_of_request(users, admins)
+    with app.test_request_context(headers={"Authorization": "Bearer a1"}), pytest.raises(Unauthorized):
+        caller_of_request(users, [])
     with app.test_request_context():
-        assert owner_of_request([]) == ANONYMOUS
+        assert caller_of_request([], []) == Caller(ANONYMOUS, ADMIN)
+
+
+def test_only_an_admin_scope_passes_require_admin() -> None:
+    """require_admin lets an admin key through and answers a user key with Forbidden."""
+    app = Flask(__name__)
+    with app.test_request_context():
+        g.scope = ADMIN
+        require_admin()
+        g.scope = USER
+        with pytest.raises(Forbidden):
+            require_admin()
 
 
 def test_settings_read_comma_separated_key_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """INFER_API_KEY_HASHES is a comma-separated list of digests."""
+    """INFER_API_KEY_HASHES and INFER_ADMIN_KEY_HASHES are comma-separated lists of digests."""
     monkeypatch.setenv("INFER_API_KEY_HASHES", " AB12, cd34 ,")
+    monkeypatch.setenv("INFER_ADMIN_KEY_HASHES", "EF56")
     monkeypatch.setenv("INFER_RETENTION_S", "60")
     settings = Settings()
     assert settings.api_key_hashes == ["ab12", "cd34"]
+    assert settings.admin_key_hashes == ["ef56"]
     assert settings.retention_s == 60
