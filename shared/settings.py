@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -70,6 +71,29 @@ class Settings(BaseSettings):
     events_max_s: float = Field(default=300.0, gt=0)
     # New jobs are refused (429) once Redis uses this share of its maxmemory, so accepted jobs can finish.
     memory_high_water: float = Field(default=0.9, gt=0, le=1)
+    # Webhooks: the server secret every key's signing secret is derived from (no default: webhooks
+    # are refused until it is set); addresses a webhook may reach beyond the public internet; the
+    # retry schedule (backoff doubling from webhook_backoff_s up to webhook_backoff_max_s, tried for
+    # at least webhook_retry_for_s) and the bounds of one attempt and of the senders.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=1_800.0, gt=0)
+    webhook_retry_for_s: float = Field(default=3_600.0, ge=0)
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_threads: int = Field(default=16, gt=0)
+    webhook_per_host: int = Field(default=4, gt=0)
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("api_key_hashes", "admin_key_hashes", mode="before")
     @classmethod
