@@ -8,12 +8,14 @@ time) and ``open:{owner}`` of its unfinished ones; ``idem:{owner}:{key}`` the jo
 Idempotency-Key created; ``queued:{model}`` a sorted set of the model's queued jobs, which bounds
 its queue; ``rate:{owner}:{second}`` submissions in a second; ``bytes:{owner}:{bucket}`` bytes
 stored by the owner; ``pending:{queue}`` and ``claimed:{queue}`` what the reaper reads.
-Finished jobs are announced on the channel ``jobs:done``. Every transition is one Lua script
-(``store_scripts``), so it is atomic.
+Finished jobs are announced on the channel ``jobs:done``; while ``followed:{id}`` exists (an events
+stream watches the job), its start and progress are announced on ``jobs:changed``. Every transition
+is one Lua script (``store_scripts``), so it is atomic.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,6 +52,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 DONE_CHANNEL = "jobs:done"
+CHANGED_CHANNEL = "jobs:changed"
 ID_LENGTH = 32
 
 
@@ -268,6 +271,10 @@ class JobStore:
         """Tell whether a job has ended, or no longer exists."""
         status = self.client.hget(f"job:{job_id}", "status")
         return status is None or status in TERMINAL
+
+    def follow(self, job_id: str, seconds: float) -> None:
+        """Have the workers announce the job's start and progress, not only its end, for a while."""
+        self.client.set(f"followed:{job_id}", 1, ex=max(1, math.ceil(seconds)))
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         """Return the records of several jobs in one round trip."""

@@ -82,10 +82,20 @@ local function close(job, pending, retention)
 end
 """
 
+# A change short of the end (started, a chunk done) is announced only for a job an events stream
+# follows (`followed:{id}` exists), so an unwatched job costs one EXISTS, not a message to every API.
+_ANNOUNCE = """
+local function announce(job)
+  local id = string.sub(job, 5)
+  if redis.call('EXISTS', 'followed:' .. id) == 1 then redis.call('PUBLISH', 'jobs:changed', id) end
+end
+"""
+
 # KEYS: job, model's queued set, inputs, queue's pending set, queue's claimed mark; ARGV: now, retention
 CLAIM = (
     "#!lua flags=allow-oom\n"
     + _CLOSE
+    + _ANNOUNCE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -106,6 +116,7 @@ if status == 'queued' and deadline and tonumber(ARGV[1]) > deadline then
 end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  announce(KEYS[1])
 end
 return 'running'
 """
@@ -116,6 +127,7 @@ return 'running'
 FINISH_CHUNK = (
     "#!lua flags=allow-oom\n"
     + _CLOSE
+    + _ANNOUNCE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then return 0 end
@@ -132,6 +144,8 @@ local finished = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 if finished >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'completed_at', ARGV[5])
   close(KEYS[1], KEYS[4], ARGV[6])
+else
+  announce(KEYS[1])
 end
 return 1
 """
