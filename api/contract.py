@@ -57,7 +57,8 @@ class JobError(Answer):
     """Why a job failed, was canceled or expired."""
 
     code: str = Field(
-        description="A stable code: `canceled`, `expired`, `lost`, `prediction_failed`, `model_unavailable`…",
+        description="A stable code: `canceled`, `expired`, `lost`, `prediction_failed`, `model_unavailable`, "
+        "`invalid_model` (a publish job's upload was refused)…",
         examples=["canceled"],
     )
     message: str = Field(description="One plain sentence.")
@@ -92,10 +93,25 @@ class RegressionOutput(Answer):
     value: float
 
 
+class PublishOutput(Answer):
+    """What a succeeded publish job published: the version, the runtime serving it and its digest."""
+
+    name: str = Field(pattern=NAME_RE.pattern, examples=["iris"])
+    version: str = Field(examples=["1.1.0"])
+    runtime: Literal["onnx", "sklearn"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Digest of the artifact the workers serve.")
+
+
 class Job(Answer):
-    """A prediction job: its state, progress, timings and, once succeeded and small, its outputs."""
+    """A job: its state, progress, timings and, once succeeded and small, its outputs.
+
+    A publish job's one output says what was published: name, version, runtime and sha256.
+    """
 
     id: str = Field(pattern=JOB_ID_PATTERN, description="The job's id; ids sort by creation time.")
+    kind: Literal["predict", "publish"] = Field(
+        description="`predict`: records predicted by a model version; `publish`: a model version published."
+    )
     model: str = Field(description="The model's name.", examples=["iris"])
     version: str = Field(description="The model version that serves the job.", examples=["1.0.0"])
     status: JobStatus = Field(description="Queued and running jobs change; the other statuses are final.")
@@ -103,9 +119,10 @@ class Job(Answer):
     started_at: datetime | None = Field(description="When prediction started.")
     completed_at: datetime | None = Field(description="When the job ended.")
     progress: Progress
-    outputs: list[ClassificationOutput | RegressionOutput] | None = Field(
+    outputs: list[ClassificationOutput | RegressionOutput | PublishOutput] | None = Field(
         description="One output per input record, in input order: only when the job succeeded and has at "
-        "most the inline limit of records; otherwise null (stream them from urls.outputs)."
+        "most the inline limit of records; otherwise null (stream them from urls.outputs). A publish job "
+        "has one output, the version it published."
     )
     error: JobError | None = Field(description="Why the job failed, was canceled or expired; else null.")
     metrics: JobMetrics

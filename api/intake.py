@@ -8,24 +8,26 @@ reaper. A failure before that leaves nothing; a failure whose outcome cannot be 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 from api.bodies import Readable
 from api.csv_input import csv_chunks
 from api.services import Services
 from api.validation import parse_json, parse_submit, validate_records
-from shared.celery_app import send_chunks
+from shared.celery_app import send_chunks, send_publish
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
-from shared.store import QUEUED, Created, JobRecord, NewJob, never_sent
-from shared.tasks import ChunkMessage
+from shared.store import PREDICT_KIND, PUBLISH_KIND, QUEUED, Created, JobRecord, NewJob, never_sent
+from shared.tasks import ChunkMessage, PublishMessage
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,26 @@ def _accept(
         total=total, chunks=chunks, deadline_at=time.time() + sub.deadline_s if sub.deadline_s else None,
         idempotency=sub.idempotency,
     )  # fmt: skip
+    messages = [
+        ChunkMessage(job=new.id, model=new.model, version=new.version, chunk=chunk, inputs=inline)
+        for chunk in range(chunks)
+    ]
+    return _accept_new(svc, new, lambda: _publish(svc, messages), inputs, stored)
+
+
+def accept_publish(svc: Services, owner: str, name: str, version: str, job_id: str) -> Accepted:
+    """Accept a job publishing a model version whose upload is kept under the job's id."""
+    message = PublishMessage(job=job_id, model=name, version=version)
+    new = NewJob(id=job_id, owner=owner, model=name, version=version, total=1, chunks=1, kind=PUBLISH_KIND)
+    # Its one input chunk is its message: the reaper sees it waiting and sends it again if it is lost.
+    send = functools.partial(send_publish, svc.celery, svc.settings.queue_name, message)
+    return _accept_new(svc, new, send, orjson.dumps(message))
+
+
+def _accept_new(
+    svc: Services, new: NewJob, send: Callable[[], None], inputs: bytes = b"", stored: int = 0
+) -> Accepted:
+    """Write the job's record unless a limit refuses it, then send its messages."""
     try:
         svc.capacity.check()
         created = _create(svc, new, inputs, stored)
@@ -153,21 +175,18 @@ def _accept(
             raise Unavailable("The job this Idempotency-Key created just expired; send it again.")
         return Accepted(found, False)
     if created.outcome != "created":
-        _refuse(svc, sub.manifest, created.outcome, created.id)
-    svc.metrics.jobs.labels(sub.manifest.name).inc()
-    svc.metrics.records.labels(sub.manifest.name).inc(total)
-    messages = [
-        ChunkMessage(job=new.id, model=new.model, version=new.version, chunk=chunk, inputs=inline)
-        for chunk in range(chunks)
-    ]
+        _refuse(svc, new.model, created.outcome, created.id)
+    if new.kind == PREDICT_KIND:
+        svc.metrics.jobs.labels(new.model).inc()
+        svc.metrics.records.labels(new.model).inc(new.total)
     try:
-        _publish(svc, messages)
+        send()
     except Exception as exc:  # accepted all the same: the reaper publishes what was lost
         log.warning("publishing job %s failed (%s); the reaper will publish it", new.id, exc)
     record = JobRecord(
         id=new.id, owner=new.owner, model=new.model, version=new.version, status=QUEUED,
-        created_at=created.created_at, started_at=None, completed_at=None, total=total, done=0,
-        chunks=chunks, predict_ms=0.0,
+        created_at=created.created_at, started_at=None, completed_at=None, total=new.total, done=0,
+        chunks=new.chunks, predict_ms=0.0, kind=new.kind,
     )  # fmt: skip
     return Accepted(record, True)
 
@@ -204,7 +223,7 @@ def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:
         ) from exc
 
 
-def _refuse(svc: Services, manifest: Manifest, outcome: str, found: str) -> None:
+def _refuse(svc: Services, model: str, outcome: str, found: str) -> None:
     limits = svc.settings
     if outcome == "rate_limited":
         raise RateLimited(
@@ -214,7 +233,7 @@ def _refuse(svc: Services, manifest: Manifest, outcome: str, found: str) -> None
         )
     if outcome == "queue_full":
         raise QueueFull(
-            f"Model {manifest.name} has {limits.max_queued_per_model} jobs waiting; try again shortly.",
+            f"Model {model} has {limits.max_queued_per_model} jobs waiting; try again shortly.",
             [{"field": "model", "reason": "queue full"}],
             retry_after=limits.queue_full_retry_s,
         )

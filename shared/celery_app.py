@@ -8,7 +8,7 @@ from celery import Celery
 from kombu import Producer
 
 from shared.settings import Settings
-from shared.tasks import PREDICT, ChunkMessage
+from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,3 +49,8 @@ def send_chunks(
 ) -> None:
     """Publish one task message carrying the chunk messages, failing at once if the broker is away."""
     celery.send_task(PREDICT, args=[list(messages)], queue=queue, producer=producer, retry=False)
+
+
+def send_publish(celery: Celery, queue: str, message: PublishMessage) -> None:
+    """Publish a publish job's one task message, failing at once if the broker is away."""
+    celery.send_task(PUBLISH, args=[message], queue=queue, retry=False)

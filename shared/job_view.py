@@ -30,6 +30,7 @@ def job_view(record: JobRecord, outputs: list[Any] | None = None) -> dict[str, A
     """Return the Job of the HTTP contract for a record and, when inline, its outputs."""
     return {
         "id": record.id,
+        "kind": record.kind,
         "model": record.model,
         "version": record.version,
         "status": record.status,

@@ -6,7 +6,8 @@ publishing it, leaves an accepted job with no message anywhere. The job store kn
 unfinished job and keeps its inputs until they are predicted, so the reaper can tell such a job
 (no worker holds its message, and the queue is empty or has moved past it: it is first in, first
 out) and publish it again. Redelivery is harmless: workers claim a job once and record each
-chunk's outputs once.
+chunk's outputs once. A publish job's one input chunk is its message, sent again to the publish
+task (the job record's ``kind`` says which).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 import orjson
 import redis
 
-from shared.store import FAILED, QUEUED, TERMINAL, JobStore
-from shared.tasks import ChunkMessage
+from shared.store import FAILED, PUBLISH_KIND, QUEUED, TERMINAL, JobStore
+from shared.tasks import ChunkMessage, PublishMessage
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ UNACKED = "unacked"
 SKEW_S = 1.0
 
 Send = Callable[[Sequence[ChunkMessage]], None]
+SendPublish = Callable[[PublishMessage], None]
 
 
 def held_chunks(client: redis.Redis, queue: str) -> set[tuple[str, int]]:
@@ -45,8 +47,10 @@ def held_chunks(client: redis.Redis, queue: str) -> set[tuple[str, int]]:
             body: Any = payload["body"]
             if payload["properties"].get("body_encoding") == "base64":
                 body = base64.b64decode(body)
-            for message in orjson.loads(body)[0][0]:
-                held.add((message["job"], int(message["chunk"])))
+            carried = orjson.loads(body)[0][0]
+            # A predict task carries a list of chunk messages; a publish task one message, its chunk 0.
+            for message in [carried] if isinstance(carried, dict) else carried:
+                held.add((message["job"], int(message.get("chunk", 0))))
         except (ValueError, KeyError, TypeError, IndexError):  # not a message of this service
             continue
     return held
@@ -63,9 +67,18 @@ def _batches(messages: list[ChunkMessage], size: int = 64) -> list[list[ChunkMes
 class Reaper:
     """Finds unfinished jobs whose messages are nowhere and publishes their pending chunks again."""
 
-    def __init__(self, store: JobStore, send: Send, redelivery_s: float, batch: int = 1_000) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        send: Send,
+        redelivery_s: float,
+        *,
+        send_publish: SendPublish,
+        batch: int = 1_000,
+    ) -> None:
         self.store = store
         self.send = send
+        self.send_publish = send_publish
         # A job is looked at once it has waited half the bound; passes come every quarter of it.
         self.grace_s = redelivery_s / 2
         self.interval_s = redelivery_s / 4
@@ -84,14 +97,18 @@ class Reaper:
         gone: list[str] = []
         lost: list[str] = []
         messages: list[ChunkMessage] = []
-        for (job_id, sent), (status, model, version, chunks) in zip(stale, states, strict=True):
+        publishes: list[PublishMessage] = []
+        for (job_id, sent), (status, model, version, chunks, kind) in zip(stale, states, strict=True):
             if status is None or status in TERMINAL or model is None or version is None:
                 gone.append(job_id)
                 continue
             if length and mark <= sent + SKEW_S:
                 continue  # its message may still be waiting its turn in the queue
             missing = [chunk for chunk in chunks if (job_id, chunk) not in held]
-            if missing:
+            if missing and kind == PUBLISH_KIND:
+                lost.append(job_id)  # its one waiting chunk is its message
+                publishes.append(PublishMessage(job=job_id, model=model, version=version))
+            elif missing:
                 lost.append(job_id)
                 messages += [
                     ChunkMessage(job=job_id, model=model, version=version, chunk=chunk, inputs=None)
@@ -104,12 +121,16 @@ class Reaper:
                     "The job's message was lost before a worker took it; submit it again.",
                 )  # fmt: skip
         self.store.forget_pending(gone)
-        if messages:
-            for batch in _batches(messages):
-                self.send(batch)
+        for batch in _batches(messages):
+            self.send(batch)
+        for publish in publishes:
+            self.send_publish(publish)
+        if lost:
             self.store.mark_published(lost, now)
             log.warning(
-                "published again %d chunk(s) of %d job(s) whose messages were lost", len(messages), len(lost)
+                "published again %d chunk(s) of %d job(s) whose messages were lost",
+                len(messages) + len(publishes),
+                len(lost),
             )
         return lost
 

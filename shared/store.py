@@ -53,6 +53,8 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 DONE_CHANNEL = "jobs:done"
 CHANGED_CHANNEL = "jobs:changed"
+# The kinds of job: predicting records (what a record without a kind is) or publishing a model version.
+PREDICT_KIND, PUBLISH_KIND = "predict", "publish"
 ID_LENGTH = 32
 
 
@@ -107,6 +109,7 @@ class NewJob:
     deadline_at: float | None = None
     # The Idempotency-Key's hash and the body's digest, when the client sent a key.
     idempotency: tuple[str, str] | None = None
+    kind: str = PREDICT_KIND
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class JobRecord:
     chunks: int
     predict_ms: float
     error: dict[str, Any] | None = field(default=None)
+    # What the job does: "predict" records, or "publish" a model version.
+    kind: str = PREDICT_KIND
 
     @property
     def terminal(self) -> bool:
@@ -178,6 +183,7 @@ def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
         chunks=int(raw["chunks"]),
         predict_ms=float(raw.get("predict_ms", 0)),
         error=orjson.loads(raw["error"]) if raw.get("error") else None,
+        kind=raw.get("kind", PREDICT_KIND),
     )
 
 
@@ -223,6 +229,8 @@ class JobStore:
         ]  # fmt: skip
         if job.deadline_at is not None:
             fields += ["deadline_at", repr(job.deadline_at)]
+        if job.kind != PREDICT_KIND:
+            fields += ["kind", job.kind]
         idem_key, body_hash = job.idempotency or ("", "")
         keys = [
             f"job:{job.id}",
@@ -349,16 +357,16 @@ class JobStore:
 
     def undelivered(
         self, job_ids: Sequence[str]
-    ) -> list[tuple[str | None, str | None, str | None, list[int]]]:
-        """Return each job's status, model, version and the chunks whose inputs wait to be predicted."""
+    ) -> list[tuple[str | None, str | None, str | None, list[int], str]]:
+        """Return each job's status, model, version, the chunks whose inputs wait, and its kind."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(f"job:{job_id}", ["status", "model", "version"])
+            pipe.hmget(f"job:{job_id}", ["status", "model", "version", "kind"])
             pipe.hkeys(f"job:{job_id}:in")
         replies = pipe.execute()
         return [
-            (status, model, version, sorted(int(c) for c in chunks))
-            for (status, model, version), chunks in zip(replies[::2], replies[1::2], strict=True)
+            (status, model, version, sorted(int(c) for c in chunks), kind or PREDICT_KIND)
+            for (status, model, version, kind), chunks in zip(replies[::2], replies[1::2], strict=True)
         ]
 
     def mark_published(self, job_ids: Sequence[str], now: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 PREDICT = "infer.predict"
+PUBLISH = "infer.publish"
 
 
 class ChunkMessage(TypedDict):
@@ -18,3 +19,11 @@ class ChunkMessage(TypedDict):
     version: str
     chunk: int
     inputs: list[Any] | None
+
+
+class PublishMessage(TypedDict):
+    """A publish job: the upload kept under the job's id becomes this version of this model."""
+
+    job: str
+    model: str
+    version: str

@@ -10,7 +10,7 @@ from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from shared.celery_app import send_chunks
+from shared.celery_app import send_chunks, send_publish
 from shared.reaper import Reaper
 from shared.registry import Registry
 from shared.settings import Settings
@@ -57,8 +57,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def _start_reaper(**_: object) -> None:
         # In the main process, beside the consumer: lost messages are found wherever a worker runs.
         send = functools.partial(send_chunks, app, settings.queue_name)
+        send_again = functools.partial(send_publish, app, settings.queue_name)
         store = JobStore(connect(settings), settings)
-        stops.append(Reaper(store, send, settings.redelivery_s).start())
+        stops.append(Reaper(store, send, settings.redelivery_s, send_publish=send_again).start())
 
     @worker_shutdown.connect(weak=False)
     def _stop_reaper(**_: object) -> None:
