@@ -110,6 +110,8 @@ class NewJob:
     # The Idempotency-Key's hash and the body's digest, when the client sent a key.
     idempotency: tuple[str, str] | None = None
     kind: str = PREDICT_KIND
+    # The webhook subscription as JSON ({"url", "events"}), when the client asked for one.
+    webhook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,11 @@ def _record(job_id: str, raw: Mapping[str, str]) -> JobRecord:
     )
 
 
+def record_of(job_id: str, raw: Mapping[str, str]) -> JobRecord:
+    """Return the record a job's hash fields describe (as a webhook delivery keeps them)."""
+    return _record(job_id, raw)
+
+
 class JobStore:
     """Reads and changes job records in Redis; every state change is atomic."""
 
@@ -231,6 +238,8 @@ class JobStore:
             fields += ["deadline_at", repr(job.deadline_at)]
         if job.kind != PREDICT_KIND:
             fields += ["kind", job.kind]
+        if job.webhook is not None:
+            fields += ["webhook", job.webhook]
         idem_key, body_hash = job.idempotency or ("", "")
         keys = [
             f"job:{job.id}",

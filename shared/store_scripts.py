@@ -91,10 +91,45 @@ local function announce(job)
 end
 """
 
+# A job submitted with a webhook (its `webhook` field: {"url", "events"}) gets a delivery for each
+# event it asked for, enqueued in the same step as the change (shared/webhook_store.py reads them):
+# `webhook:{delivery}` (with the record as the event found it), in the job's `job:{id}:webhooks`
+# and due now in `webhooks:due`. Deliveries live as long as their job: the retention, once given.
+_WEBHOOK = """
+local function webhook(job, event, now, retention, seq)
+  local hook = redis.call('HGET', job, 'webhook')
+  if not hook then return end
+  local parsed, config = pcall(cjson.decode, hook)
+  if not parsed or type(config) ~= 'table' or type(config.events) ~= 'table' then return end
+  local id, index = string.sub(job, 5), job .. ':webhooks'
+  local ttl = math.max(1, tonumber(retention or redis.call('TTL', job)))
+  for _, wanted in ipairs(config.events) do
+    if wanted == event then
+      local delivery = id .. '-' .. event .. (seq and ('-' .. seq) or '')
+      local key = 'webhook:' .. delivery
+      redis.call('HSET', key, 'job', id, 'owner', redis.call('HGET', job, 'owner'), 'event', event,
+        'url', config.url, 'state', 'pending', 'created_at', now,
+        'snapshot', cjson.encode(redis.call('HGETALL', job)))
+      redis.call('EXPIRE', key, ttl)
+      redis.call('RPUSH', index, delivery)
+      redis.call('ZADD', 'webhooks:due', now, delivery)
+    end
+  end
+  if retention then
+    for _, delivery in ipairs(redis.call('LRANGE', index, 0, -1)) do
+      redis.call('EXPIRE', 'webhook:' .. delivery, ttl)
+      redis.call('EXPIRE', 'webhook:' .. delivery .. ':attempts', ttl)
+    end
+  end
+  redis.call('EXPIRE', index, ttl)
+end
+"""
+
 # KEYS: job, model's queued set, inputs, queue's pending set, queue's claimed mark; ARGV: now, retention
 CLAIM = (
     "#!lua flags=allow-oom\n"
     + _CLOSE
+    + _WEBHOOK
     + _ANNOUNCE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -112,11 +147,13 @@ if status == 'queued' and deadline and tonumber(ARGV[1]) > deadline then
     '{"code":"expired","message":"The job was not started before its deadline."}')
   redis.call('DEL', KEYS[3])
   close(KEYS[1], KEYS[4], ARGV[2])
+  webhook(KEYS[1], 'completed', ARGV[1], ARGV[2])
   return 'expired'
 end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
   announce(KEYS[1])
+  webhook(KEYS[1], 'started', ARGV[1])
 end
 return 'running'
 """
@@ -127,6 +164,7 @@ return 'running'
 FINISH_CHUNK = (
     "#!lua flags=allow-oom\n"
     + _CLOSE
+    + _WEBHOOK
     + _ANNOUNCE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -144,8 +182,10 @@ local finished = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 if finished >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'completed_at', ARGV[5])
   close(KEYS[1], KEYS[4], ARGV[6])
+  webhook(KEYS[1], 'completed', ARGV[5], ARGV[6])
 else
   announce(KEYS[1])
+  webhook(KEYS[1], 'progress', ARGV[5], nil, finished)
 end
 return 1
 """
@@ -156,6 +196,7 @@ return 1
 END = (
     "#!lua flags=allow-oom\n"
     + _CLOSE
+    + _WEBHOOK
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -165,6 +206,7 @@ redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'completed_at', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 close(KEYS[1], KEYS[5], ARGV[4])
+webhook(KEYS[1], 'completed', ARGV[3], ARGV[4])
 return 'ended'
 """
 )

@@ -18,6 +18,7 @@ from shared.store import JobStore, connect
 from shared.tasks import PREDICT, ChunkMessage
 from worker.cache import ModelCache
 from worker.predict import run_chunks
+from worker.webhooks import Deliverer
 
 
 class WorkerState:
@@ -60,6 +61,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         send_again = functools.partial(send_publish, app, settings.queue_name)
         store = JobStore(connect(settings), settings)
         stops.append(Reaper(store, send, settings.redelivery_s, send_publish=send_again).start())
+
+    @worker_ready.connect(weak=False)
+    def _start_deliverer(**_: object) -> None:
+        # Webhooks go out from the main process too, off the prediction path; only signed ones ever.
+        if settings.webhook_secret is not None:
+            stops.append(Deliverer(JobStore(connect(settings), settings), settings).start())
 
     @worker_shutdown.connect(weak=False)
     def _stop_reaper(**_: object) -> None:
