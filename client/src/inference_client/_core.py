@@ -141,6 +141,31 @@ def list_jobs(status: str | None, model: str | None, limit: int, cursor: str | N
     return Call("GET", "/v1/jobs", params=params)
 
 
+def publish(
+    model: str,
+    artifact: str | os.PathLike[str],
+    metadata: Mapping[str, Any],
+    reference: str | os.PathLike[str] | None = None,
+) -> Call:
+    """Return the call uploading a model version (sent again it could only be refused: never resent)."""
+    parts: list[tuple[str, str | None, bytes, str]] = [
+        ("metadata", None, json.dumps(metadata).encode(), "application/json")
+    ]
+    for name, path in (("artifact", artifact), ("reference", reference)):
+        if path is not None:
+            parts.append((name, os.path.basename(path), read_csv(path), "application/octet-stream"))
+    boundary = uuid.uuid4().hex
+    body = bytearray()
+    for name, filename, data, media_type in parts:
+        shown = f'; filename="{filename.replace(chr(34), "_")}"' if filename else ""
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{shown}\r\n'.encode()
+        body += f"Content-Type: {media_type}\r\n\r\n".encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return Call("POST", f"/v1/models/{model}/versions", headers={"Content-Type": content_type},
+                content=bytes(body), timeout=300, repeatable=False)  # fmt: skip
+
+
 def outputs(job_id: str, accept: str = "application/x-ndjson") -> Call:
     """Return the call streaming a succeeded job's outputs."""
     return Call("GET", f"/v1/jobs/{job_id}/outputs", headers={"Accept": accept}, timeout=300)
@@ -329,7 +354,7 @@ def prepare(rows: Any) -> Any:
 
 
 def read_csv(source: bytes | str | os.PathLike[str]) -> bytes:
-    """Return a CSV body: bytes as they are, else the file at that path."""
+    """Return a CSV body (or any file's bytes): bytes as they are, else the file at that path."""
     if isinstance(source, bytes):
         return source
     with open(source, "rb") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -112,6 +112,20 @@ class Client:
         Pass your own `idempotency_key` to be able to send the same file again without a second job.
         """
         return Job(self, self._json(_core.submit(model, _core.read_csv(csv), "text/csv", idempotency_key)))
+
+    def publish(
+        self,
+        model: str,
+        artifact: str | os.PathLike[str],
+        metadata: Mapping[str, Any],
+        reference: str | os.PathLike[str] | None = None,
+    ) -> Job:
+        """Upload a model version (with an admin key) and return its publish job at once; `wait()` for it.
+
+        metadata is the upload's JSON part: version, task, features, and optionally labels,
+        description and allow_pickle; reference a CSV of rows like the training data.
+        """
+        return Job(self, self._json(_core.publish(model, artifact, metadata, reference)))
 
     def job(self, job_id: str) -> Job:
         """Return the job with this id."""
