@@ -12,7 +12,8 @@ from api.errors import register_error_handlers
 from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
-from api.routes import docs, health, jobs, models
+from api.routes import docs, health, jobs, models, routing
+from api.routing import RoutingTable
 from api.services import EXTENSION, Services, WorkerProbe, services
 from api.waiter import CompletionWaiter
 from shared.celery_app import make_celery, send_chunks
@@ -48,8 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         capacity=StoreCapacity(client, settings.memory_high_water, settings.queue_full_retry_s),
         open_requests=OpenRequests(settings.max_open_requests_per_key),
+        routing=RoutingTable(client, registry),
     )
-    for blueprint in (jobs.bp, models.bp, health.bp, docs.bp):
+    for blueprint in (jobs.bp, models.bp, routing.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.before_request(_authenticate)

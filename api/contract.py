@@ -16,6 +16,7 @@ from pydantic_core import CoreSchema
 from api.routes.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from shared.errors import ErrorCode
 from shared.registry import NAME_RE
+from shared.routing import Shadow
 from shared.store import JobStatus
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -204,6 +205,30 @@ class Readiness(Answer):
     workers: int = Field(ge=1, description="Workers consuming the jobs' queue.")
 
 
+class ModelRouting(Answer):
+    """A model's routing: each version's share of the jobs that name none, and the shadow version."""
+
+    routes: dict[str, int] = Field(
+        description="Integer weights by version, summing to 100.", examples=[{"1.0.0": 90, "1.1.0": 10}]
+    )
+    shadow: Shadow | None = Field(description="The version that also predicts a sample of routed jobs.")
+    updated_at: datetime | None = Field(description="When an admin set it; null for a model never routed.")
+    updated_by: str | None = Field(description="The key id (owner) of the admin key that set it, or null.")
+
+
+class ShadowReport(Answer):
+    """How the shadow version's outputs compare with the served ones."""
+
+    version: str | None = Field(description="The shadow version; null when the model has none.")
+    compared: int = Field(ge=0, description="Records the shadow version predicted and compared.")
+    agreement: float | None = Field(
+        ge=0, le=1, description="Share of them whose outputs agree; null before the first."
+    )
+    mean_abs_diff: float | None = Field(
+        ge=0, description="Mean absolute difference (largest probability's, or value's); null before."
+    )
+
+
 class ListQuery(BaseModel):
     """The query of GET /v1/jobs."""
 
@@ -223,4 +248,6 @@ class PollQuery(BaseModel):
     )
 
 
-RESPONSE_MODELS: tuple[type[BaseModel], ...] = (Job, JobList, Model, ModelList, Error, Health, Readiness)
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Job, JobList, Model, ModelList, ModelRouting, ShadowReport, Error, Health, Readiness,
+)  # fmt: skip

@@ -46,13 +46,17 @@ def idempotency(key: str | None, digest: hashlib._Hash) -> tuple[str, str] | Non
 
 @dataclass(frozen=True)
 class Submission:
-    """Who submits what: the owner, the model version, the new job's id and its options."""
+    """Who submits what: the owner, the model version, the new job's id and its options.
+
+    shadow names the version that also predicts a routed job's records, when routing drew it.
+    """
 
     owner: str
     manifest: Manifest
     job_id: str
     deadline_s: float | None = None
     idempotency: tuple[str, str] | None = None
+    shadow: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,19 @@ class Accepted:
 def accept_json(
     svc: Services, owner: str, name: str, job_id: str, body: Readable, key: str | None
 ) -> Accepted:
-    """Accept a JSON submission: parse it, validate its records against the version it names, accept."""
+    """Accept a JSON submission: parse it, validate its records against its version, accept.
+
+    The version is the one the body names, else the one the model's routing draws.
+    """
     digest = body_digest(name)
     raw = body.read()
     digest.update(raw)
     submitted = parse_submit(parse_json(raw))
-    manifest = svc.registry.get(name, submitted.version)
+    routed = submitted.version is None
+    manifest = svc.registry.get(name, svc.routing.choose(name) if routed else submitted.version)
     rows = validate_records(manifest, submitted.inputs, svc.settings.max_records)
-    sub = Submission(owner, manifest, job_id, submitted.deadline_s, idempotency(key, digest))
+    shadow = svc.routing.shadow(name) if routed else None
+    sub = Submission(owner, manifest, job_id, submitted.deadline_s, idempotency(key, digest), shadow)
     return accept_rows(svc, sub, rows)
 
 
@@ -144,6 +153,8 @@ def _accept(
         ChunkMessage(job=new.id, model=new.model, version=new.version, chunk=chunk, inputs=inline)
         for chunk in range(chunks)
     ]
+    if sub.shadow is not None and inline is not None:  # a bulk job's chunks are never shadowed
+        messages[0]["shadow"] = sub.shadow
     return _accept_new(svc, new, lambda: _publish(svc, messages), inputs, stored)
 
 

@@ -13,6 +13,7 @@ from api.server import limit_request_field_size, limit_request_fields, limit_req
 from api.validation import SubmitBody
 from shared.errors import ErrorCode
 from shared.registry import VERSION_RE
+from shared.routing import RoutingChange
 from shared.settings import Settings
 
 # What any route may answer: the app's 405, and the HTTP server's refusals of what is too long to read.
@@ -70,7 +71,8 @@ def _operation(op: Op) -> dict[str, Any]:
 def _components(settings: Settings) -> dict[str, Any]:
     """Return every schema of the contract, with the limits of the settings written into them."""
     _, found = models_json_schema(
-        [(model, "serialization") for model in RESPONSE_MODELS] + [(SubmitBody, "validation")],
+        [(model, "serialization") for model in RESPONSE_MODELS]
+        + [(SubmitBody, "validation"), (RoutingChange, "validation")],
         ref_template=REF,
         schema_generator=ContractSchema,
     )

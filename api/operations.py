@@ -193,6 +193,132 @@ def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
     ]  # fmt: skip
 
 
+def _routing_operations(busy: str) -> list[Op]:
+    """Return the operations that route a model's traffic among its versions, and retire a version."""
+    routing = json_answer("ModelRouting", "The model's routing: each version's weight and the shadow.")
+    return [
+        Op(
+            "get", "/v1/models/{name}/routing", "getRouting", "models", "Read a model's routing",
+            description="Each version's integer share (of 100) of the jobs that name no version, and the "
+            "shadow version. A model never routed sends all its traffic to its default version (then "
+            "`updated_at` and `updated_by` are null).",
+            params=(_NAME,), ok={200: routing}, errors={404: _UNKNOWN_MODEL, 429: busy, 503: _STORE_DOWN},
+        ),
+        Op(
+            "put", "/v1/models/{name}/routing", "putRouting", "models", "Route a model's traffic (admin)",
+            description="Sets the weights (integers summing to 100) and the shadow version; every API "
+            "process follows it for new jobs within one second. A job that names its version bypasses "
+            "routing; the version with the largest weight becomes the model's default. Rolling back is a "
+            "PUT. A shadow version also predicts `sample` of the routed jobs (those of at most one chunk "
+            "sent as JSON); its outputs are only compared with the served ones (`GET .../shadow`).",
+            params=(_NAME,), admin=True,
+            body={"required": True, "content": {"application/json": {"schema": _ref("RoutingChange")}}},
+            ok={200: routing},
+            errors={
+                400: "The body is not valid JSON (`invalid_json`).",
+                404: _UNKNOWN_MODEL,
+                409: "Another change of this model's routing or versions is under way (`conflict`); "
+                "try again shortly.",
+                413: "The body is over 65,536 bytes (`payload_too_large`).",
+                415: "The body is not `application/json` (`unsupported_media_type`).",
+                422: "The weights are not integers summing to 100, or a version named is not published "
+                "(`invalid_input`): `details` names each.",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+        Op(
+            "get", "/v1/models/{name}/shadow", "getShadow", "models", "Compare the shadow version",
+            description="How the shadow version's outputs agree with the served ones over the records it "
+            "predicted since it started shadowing: same label (classification) or a value within 1e-6 "
+            "relative (regression); `mean_abs_diff` is the mean largest probability difference or the "
+            "mean value difference. Without a shadow, `version` is null.",
+            params=(_NAME,),
+            ok={200: json_answer("ShadowReport", "The shadow version's comparisons so far.")},
+            errors={404: _UNKNOWN_MODEL, 429: busy, 503: _STORE_DOWN},
+        ),
+    ]  # fmt: skip
+
+
+def _webhook_operations(limits: Limits, busy: str) -> list[Op]:
+    """Return the operations of webhooks: the key's signing secret and a job's deliveries."""
+    unknown_job = (
+        "No job with this id exists for this API key (`unknown_job`): never created, another key's, "
+        f"or ended more than {limits.retention} ago."
+    )
+    return [
+        Op(
+            "get", "/v1/webhooks/secret", "getWebhookSecret", "webhooks", "Read this key's webhook secret",
+            description="Deliveries are signed as Standard Webhooks signs: `webhook-signature` is `v1,` then "
+            "the base64 HMAC-SHA256, under the secret's base64-decoded key, of `{webhook-id}.{webhook-"
+            "timestamp}.{body}`. The secret is the same on every call and every API process.",
+            ok={200: json_answer("WebhookSecret", "The secret this key's deliveries are signed with.")},
+            errors={404: "This deployment sends no webhooks (`not_found`): its operator must set "
+                    "INFER_WEBHOOK_SECRET.", 429: busy},
+        ),
+        Op(
+            "get", "/v1/jobs/{job_id}/deliveries", "getJobDeliveries", "webhooks",
+            "List a job's webhook deliveries and their attempts",
+            description="One delivery per event the job's webhook asked for, oldest first, each with every "
+            "attempt: the receiver's status or why none came. A failed delivery is tried again with "
+            "backoff until it has been tried for the retry period, then `failed`.",
+            params=(_JOB_ID,),
+            ok={200: json_answer("DeliveryList", "The job's deliveries, oldest first.")},
+            errors={404: unknown_job, 429: busy, 503: _STORE_DOWN},
+        ),
+    ]  # fmt: skip
+
+
+def _publish_operation(limits: Limits, busy: str) -> Op:
+    """Return the operation that publishes a new version of a model (or a new model)."""
+    parts = {"artifact": "application/octet-stream", "metadata": "application/json", "reference": "text/csv"}
+    return Op(
+        "post", "/v1/models/{name}/versions", "publishVersion", "models", "Publish a model version (admin)",
+        description="Uploads a model version as `multipart/form-data` (at most "
+        f"{limits.upload}). Publishing is a job, polled like any other: a worker loads the artifact with "
+        "trusted types only, checks it against the metadata, predicts on the reference rows, converts it "
+        "to ONNX when the two agree within 1e-4, freezes the reference statistics and writes the "
+        "manifest. The job ends `succeeded` (its one output names the version, runtime and sha256; the "
+        "version is then listed) or `failed` with `invalid_model` and the reason. A new version gets "
+        "no traffic until routing sends it some or a job names it; a new model's first version is its "
+        "default.",
+        params=(_NAME,), admin=True,
+        body={
+            "required": True,
+            "description": "The parts `artifact`, `metadata` and optionally `reference`, in at most "
+            f"{limits.upload}.",
+            "content": {
+                "multipart/form-data": {
+                    "schema": _ref("PublishUpload"),
+                    "encoding": {part: {"contentType": media} for part, media in parts.items()},
+                }
+            },
+        },
+        ok={
+            202: json_answer(
+                "Job", "Accepted: the publish job (`kind` `publish`) is queued. Poll it at `Location` until "
+                "its status is final.",
+                headers={"Location": {"description": "The job's path.", "required": True,
+                                      "schema": {"type": "string"}}},
+                links=_JOB_LINKS,
+            )
+        },
+        errors={
+            400: "The multipart body is malformed or has no boundary (`invalid_json`).",
+            409: "The model already has this version, or another upload of it is being published "
+            "(`conflict`).",
+            413: f"The upload is over {limits.upload}, or its metadata part over 64 KiB "
+            "(`payload_too_large`); it is refused without being read to its end.",
+            415: "The body is not `multipart/form-data` (`unsupported_media_type`).",
+            422: "The model name, a metadata field, the artifact's file type (a joblib/pickle file needs "
+            "`allow_pickle`), a missing part or the reference CSV's header is not valid (`invalid_input`): "
+            "`details` names each.",
+            429: busy,
+            503: _STORE_DOWN,
+        },
+    )  # fmt: skip
+
+
 def operations(settings: Settings) -> list[Op]:
     """Return every operation of the API, with the meaning of each status it answers."""
     limits = Limits.of(settings)
@@ -228,6 +354,7 @@ def operations(settings: Settings) -> list[Op]:
             ok={200: json_answer("Model", "That version: its schemas, labels and digest.")},
             errors={404: _UNKNOWN_VERSION, 429: busy},
         ),
+        *_routing_operations(busy),
         Op(
             "post", "/v1/models/{name}/jobs", "submitJob", "jobs", "Submit a prediction job",
             description="Checks every record against the model's input schema, then queues the job. A JSON "

@@ -11,6 +11,7 @@ from flask import current_app
 from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
+from api.routing import RoutingTable
 from api.waiter import CompletionWaiter
 from shared.registry import Registry
 from shared.settings import Settings
@@ -62,6 +63,7 @@ class Services:
     publisher: CoalescingPublisher
     capacity: StoreCapacity
     open_requests: OpenRequests
+    routing: RoutingTable
 
 
 EXTENSION = "infer"

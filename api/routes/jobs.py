@@ -100,7 +100,7 @@ def _poll(svc: Services, job_id: str, wait: float | None, accepted_status: int) 
 def submit(name: str) -> Response:
     """Validate a job's inputs against the model's schema and queue it."""
     svc = services()
-    manifest = svc.registry.get(name)  # raises unknown_model before the body is read
+    svc.registry.default_version(name)  # raises unknown_model before the body is read
     if request.mimetype not in ("application/json", "text/csv"):
         raise UnsupportedMediaType("Send the inputs as application/json or text/csv.")
     wait = _requested_wait(svc)
@@ -112,6 +112,8 @@ def submit(name: str) -> Response:
     body = request_body(request, limits.max_bulk_body_bytes if csv_body else limits.max_body_bytes)
     with _watching(svc, fresh, wait) as watch:
         if csv_body:
+            # A CSV body names no version: the model's routing draws the one that serves it.
+            manifest = svc.registry.get(name, svc.routing.choose(name))
             accepted = accept_csv(svc, current_owner(), manifest, fresh, body, key)
         else:
             accepted = accept_json(svc, current_owner(), name, fresh, body, key)
