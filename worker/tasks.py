@@ -18,6 +18,7 @@ from shared.store import JobStore, connect
 from shared.tasks import PREDICT, ChunkMessage
 from worker.cache import ModelCache
 from worker.predict import run_chunks
+from worker.shadow import register_shadow_task, send_shadows
 from worker.webhooks import Deliverer
 
 
@@ -43,10 +44,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def predict(messages: list[ChunkMessage]) -> int:
         """Predict a batch of job chunks and record their outputs."""
         try:
-            return run_chunks(current().store, current().cache, messages)
+            ran = run_chunks(current().store, current().cache, messages)
         except redis.RedisError as exc:
             # Celery acknowledges a task that fails; this one must come back once Redis does.
             raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
+        # Only once the answers are recorded: the shadow version predicts on its own queue.
+        send_shadows(app, settings.queue_name, messages)
+        return ran
+
+    register_shadow_task(app, settings, lambda: (current().store, current().cache))
 
     @worker_process_init.connect(weak=False)
     def _load_models(**_: object) -> None:
