@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from shared.stats import read_stats
 
 # The method label's values: any other method a client invents is counted as "other".
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
@@ -31,6 +33,36 @@ class _QueueDepth(Collector):
         except redis.RedisError:
             family.add_metric([self._queue], float("nan"))
         yield family
+
+
+class _VersionFigures(Collector):
+    """Reports each model version's jobs, records and latency from the counters in Redis when scraped."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        jobs = CounterMetricFamily(
+            "infer_jobs", "Jobs ended, by model version and outcome.", labels=[*labels, "outcome"]
+        )
+        records = CounterMetricFamily("infer_records", "Records predicted, by model version.", labels=labels)
+        seconds = HistogramMetricFamily(
+            "infer_job_seconds",
+            "Seconds from submission to the end of each succeeded job, by model version.",
+            labels=labels,
+        )
+        try:
+            figures = read_stats(self._client)
+        except redis.RedisError:
+            figures = []  # the scrape still answers; these families are empty until Redis is back
+        for stats in figures:
+            version = [stats.model, stats.version]
+            for outcome, count in stats.jobs.items():
+                jobs.add_metric([*version, outcome], float(count))
+            records.add_metric(version, float(stats.records))
+            seconds.add_metric(version, [(b, float(n)) for b, n in stats.buckets], stats.seconds_sum)
+        yield from (jobs, records, seconds)
 
 
 class Metrics:
@@ -56,6 +88,7 @@ class Metrics:
             "infer_records_submitted", "Records accepted.", ["model"], registry=self.registry
         )
         self._queue = _QueueDepth(client, queue)
+        self._versions = _VersionFigures(client)
 
     def count_request(self, method: str, route: str, status: int) -> None:
         """Count one answered request under labels drawn from bounded sets, whatever the client sent."""
@@ -68,7 +101,7 @@ class Metrics:
             # Under several gunicorn processes each writes its own file; sum them all.
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
-        return generate_latest(registry) + generate_latest(_single(self._queue))
+        return b"".join(generate_latest(r) for r in (registry, _single(self._queue), _single(self._versions)))
 
 
 def _single(collector: Collector) -> CollectorRegistry:

@@ -1,5 +1,7 @@
 """The Lua scripts that make each change of a job's state one atomic step in Redis."""
 
+from shared import stats
+
 # An unfinished job's keys live up to the longest a job may wait (its lifetime); once it ends, its
 # record, outputs and idempotency key live for the retention (the terminal scripts set that).
 #
@@ -69,8 +71,11 @@ return {'created', ARGV[4]}
 """
 
 # The steps every terminal script takes: the job's keys get the retention, it leaves the unfinished
-# sets (the queue's pending set, given, and its owner's open set) and its end is announced.
-_CLOSE = """
+# sets (the queue's pending set, given, and its owner's open set), its version's figures count its
+# end (shared/stats.py) and its end is announced.
+_CLOSE = (
+    stats.LUA
+    + """
 local function close(job, pending, retention)
   local id = string.sub(job, 5)
   redis.call('EXPIRE', job, retention)
@@ -78,9 +83,11 @@ local function close(job, pending, retention)
   if idem then redis.call('EXPIRE', idem, retention) end
   redis.call('ZREM', pending, id)
   redis.call('ZREM', 'open:' .. redis.call('HGET', job, 'owner'), id)
+  count_end(job)
   redis.call('PUBLISH', 'jobs:done', id)
 end
 """
+)
 
 # A change short of the end (started, a chunk done) is announced only for a job an events stream
 # follows (`followed:{id}` exists), so an unwatched job costs one EXISTS, not a message to every API.
@@ -177,6 +184,7 @@ local bucket = 'bytes:' .. redis.call('HGET', KEYS[1], 'owner') .. ':'
 redis.call('INCRBY', bucket, string.len(ARGV[2]))
 redis.call('EXPIRE', bucket, ARGV[8])
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
+count_records(KEYS[1], ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'predict_ms', ARGV[4])
 local finished = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 if finished >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
