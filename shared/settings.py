@@ -66,9 +66,6 @@ class Settings(BaseSettings):
     # An events stream (GET /v1/jobs/{id}/events) closes after this long with a retry hint, and the
     # client resumes it with Last-Event-ID, so no connection is held forever.
     events_max_s: float = Field(default=300.0, gt=0)
-    # An events stream (GET /v1/jobs/{id}/events) closes after this long with a retry hint, and the
-    # client resumes it with Last-Event-ID, so no connection is held forever.
-    events_max_s: float = Field(default=300.0, gt=0)
     # New jobs are refused (429) once Redis uses this share of its maxmemory, so accepted jobs can finish.
     memory_high_water: float = Field(default=0.9, gt=0, le=1)
     # Webhooks: the server secret every key's signing secret is derived from (no default: webhooks
