@@ -84,6 +84,7 @@ class Limits:
     inline: str
     retention: str
     open_requests: int
+    events: str
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -96,6 +97,7 @@ class Limits:
             inline=f"{settings.inline_limit:,} records",
             retention=f"{settings.retention_s:,} seconds",
             open_requests=settings.max_open_requests_per_key,
+            events=f"{settings.events_max_s:g} seconds",
         )
 
 
@@ -189,6 +191,31 @@ def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
                 429: busy,
                 503: _STORE_DOWN,
             },
+        ),
+        Op(
+            "get", "/v1/jobs/{job_id}/events", "getJobEvents", "jobs", "Follow a job as Server-Sent Events",
+            description="A `job` event (data: the Job without `outputs`) at once, then at every change of "
+            "status or progress; the stream closes after the final one. Each event's `id` grows with the "
+            f"job: send the last one seen as `Last-Event-ID` to resume. A stream open {limits.events} "
+            "closes with a `retry:` hint (milliseconds) before the job has ended: open it again with "
+            "`Last-Event-ID`. It counts as an open request of the key while it lasts.",
+            params=(
+                _JOB_ID,
+                _param(
+                    "Last-Event-ID", "header", {"type": "string", "examples": ["5000-1"]},
+                    "The `id` of the last event received: only what came after it is sent.", False,
+                ),
+            ),
+            ok={
+                200: _text(
+                    "text/event-stream",
+                    description="Events `job`, each a line `id: <done>-<stage>`, `event: job` and `data: "
+                    "<Job as JSON, without outputs>`, then a blank line; comment lines keep it alive.",
+                ),
+                204: {"description": "The `Last-Event-ID` was the job's final event: there is nothing more "
+                      "to send, so a client stops coming back."},
+            },
+            errors={404: unknown_job, 429: busy, 503: _STORE_DOWN},
         ),
     ]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Long-poll waits: one Redis subscription per process wakes every request waiting on a job."""
+"""Long-poll waits and events streams: one Redis subscription per process wakes every request on a job."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import redis
 
-from shared.store import DONE_CHANNEL
+from shared.store import CHANGED_CHANNEL, DONE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +37,58 @@ class Watch:
                 return
 
 
+class Follow:
+    """One events stream's interest in one job: woken at each announced change and at its end."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the job may have changed or the timeout passes; tell whether it may have."""
+        woken = self._event.wait(timeout)
+        # Cleared before the caller reads the job: a change announced after this wakes the next wait.
+        self._event.clear()
+        return woken
+
+
 class CompletionWaiter:
-    """Wakes requests waiting on a job when a worker announces that the job has ended."""
+    """Wakes requests waiting on a job when a worker announces that the job has changed or ended."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._lock = threading.Lock()
+        # Long-polls wake only at a job's end; events streams also at each change short of it.
         self._waiting: dict[str, set[threading.Event]] = defaultdict(set)
+        self._following: dict[str, set[threading.Event]] = defaultdict(set)
         self._listener: threading.Thread | None = None
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[Watch]:
-        """Register interest in a job for the duration of the block."""
+        """Register interest in a job's end for the duration of the block."""
+        with self._registered(self._waiting, job_id) as event:
+            yield Watch(event)
+
+    @contextmanager
+    def follow(self, job_id: str) -> Iterator[Follow]:
+        """Register interest in every change of a job for the duration of the block."""
+        with self._registered(self._following, job_id) as event:
+            yield Follow(event)
+
+    @contextmanager
+    def _registered(self, table: dict[str, set[threading.Event]], job_id: str) -> Iterator[threading.Event]:
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
-            self._waiting[job_id].add(event)
+            table[job_id].add(event)
         try:
-            yield Watch(event)
+            yield event
         finally:
             with self._lock:
-                events = self._waiting.get(job_id)
+                events = table.get(job_id)
                 if events is not None:
                     events.discard(event)
                     if not events:
-                        del self._waiting[job_id]
+                        del table[job_id]
 
     def _ensure_listener(self) -> None:
         with self._lock:
@@ -73,15 +100,25 @@ class CompletionWaiter:
         while True:
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                pubsub.subscribe(DONE_CHANNEL)
+                pubsub.subscribe(DONE_CHANNEL, CHANGED_CHANNEL)
+                # Changes announced while there was no subscription are lost: every stream looks again.
+                self._wake_followers()
                 for message in pubsub.listen():
-                    self._wake(str(message["data"]))
+                    self._wake(str(message["data"]), str(message["channel"]) == DONE_CHANNEL)
             except Exception as exc:  # Redis went away: subscribe again once it is back
                 log.warning("job-done subscription lost: %s", exc)
                 time.sleep(RECHECK_S)
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, ended: bool) -> None:
         with self._lock:
-            events = list(self._waiting.get(job_id, ()))
+            events = list(self._following.get(job_id, ()))
+            if ended:
+                events.extend(self._waiting.get(job_id, ()))
+        for event in events:
+            event.set()
+
+    def _wake_followers(self) -> None:
+        with self._lock:
+            events = [event for events in self._following.values() for event in events]
         for event in events:
             event.set()
