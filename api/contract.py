@@ -229,6 +229,41 @@ class ShadowReport(Answer):
     )
 
 
+class WebhookSecret(Answer):
+    """The secret this key's webhook deliveries are signed with, as Standard Webhooks writes it."""
+
+    secret: str = Field(pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$", description="`whsec_` then the base64 key.")
+
+
+class DeliveryAttempt(Answer):
+    """One try at a webhook delivery."""
+
+    at: datetime = Field(description="When the attempt started.")
+    status: int | None = Field(description="The receiver's HTTP status; null when none came.")
+    error: str | None = Field(description="Why no answer came (refused, timed out, no connection), or null.")
+    duration_ms: float = Field(ge=0, description="How long the attempt took.")
+
+
+class Delivery(Answer):
+    """One webhook delivery of a job: an event, where it goes, and every attempt so far."""
+
+    id: str = Field(description="The `webhook-id` header it is sent with, the same on every attempt.")
+    event: Literal["started", "progress", "completed"]
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: not yet taken (retried with backoff); `delivered`: a 2xx answer came; "
+        "`failed`: given up after the retry period."
+    )
+    attempts: list[DeliveryAttempt]
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next; else null.")
+
+
+class DeliveryList(Answer):
+    """A job's webhook deliveries, oldest first."""
+
+    deliveries: list[Delivery]
+
+
 class ListQuery(BaseModel):
     """The query of GET /v1/jobs."""
 
@@ -250,4 +285,5 @@ class PollQuery(BaseModel):
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Job, JobList, Model, ModelList, ModelRouting, ShadowReport, Error, Health, Readiness,
+    WebhookSecret, DeliveryList,
 )  # fmt: skip

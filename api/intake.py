@@ -22,6 +22,7 @@ from api.bodies import Readable
 from api.csv_input import csv_chunks
 from api.services import Services
 from api.validation import parse_json, parse_submit, validate_records
+from api.webhooks import URL_HEADER, WebhookBody, subscription
 from shared.celery_app import send_chunks, send_publish
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
@@ -57,6 +58,8 @@ class Submission:
     deadline_s: float | None = None
     idempotency: tuple[str, str] | None = None
     shadow: str | None = None
+    # The webhook as the job keeps it (JSON), when the submission named one.
+    webhook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,23 +81,29 @@ def accept_json(
     raw = body.read()
     digest.update(raw)
     submitted = parse_submit(parse_json(raw))
+    hook = subscription(svc.settings, submitted.webhook, "webhook.url")
     routed = submitted.version is None
     manifest = svc.registry.get(name, svc.routing.choose(name) if routed else submitted.version)
     rows = validate_records(manifest, submitted.inputs, svc.settings.max_records)
     shadow = svc.routing.shadow(name) if routed else None
-    sub = Submission(owner, manifest, job_id, submitted.deadline_s, idempotency(key, digest), shadow)
+    sub = Submission(owner, manifest, job_id, submitted.deadline_s, idempotency(key, digest), shadow, hook)
     return accept_rows(svc, sub, rows)
 
 
 def accept_csv(
-    svc: Services, owner: str, manifest: Manifest, job_id: str, body: Readable, key: str | None
-) -> Accepted:
+    svc: Services, owner: str, manifest: Manifest, job_id: str, body: Readable, key: str | None,
+    webhook: WebhookBody | None = None,
+) -> Accepted:  # fmt: skip
     """Accept a CSV submission, read, validated and kept block by block as it arrives."""
     digest = body_digest(manifest.name)
+    hook = subscription(svc.settings, webhook, URL_HEADER)  # checked before the body is read
+    if hook is not None:
+        digest.update(hook.encode() + b"\0")  # the same rows sent with another webhook are another job
     limits = svc.settings
     batches = csv_chunks(body, manifest, limits.chunk_size, limits.max_records, digest)
     # The digest is complete only once the whole body was read, so the key is hashed after it.
-    return accept_stream(svc, Submission(owner, manifest, job_id), batches, lambda: idempotency(key, digest))
+    sub = Submission(owner, manifest, job_id, webhook=hook)
+    return accept_stream(svc, sub, batches, lambda: idempotency(key, digest))
 
 
 def accept_rows(svc: Services, sub: Submission, rows: Records) -> Accepted:
@@ -147,7 +156,7 @@ def _accept(
     new = NewJob(
         id=sub.job_id, owner=sub.owner, model=sub.manifest.name, version=sub.manifest.version,
         total=total, chunks=chunks, deadline_at=time.time() + sub.deadline_s if sub.deadline_s else None,
-        idempotency=sub.idempotency,
+        idempotency=sub.idempotency, webhook=sub.webhook,
     )  # fmt: skip
     messages = [
         ChunkMessage(job=new.id, model=new.model, version=new.version, chunk=chunk, inputs=inline)

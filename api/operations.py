@@ -104,6 +104,19 @@ class Limits:
 _NAME = _path("name", NAME_RE.pattern, "The model's name.")
 _VERSION = _path("version", VERSION_RE.pattern, "A version of the model (semantic: major.minor.patch).")
 _JOB_ID = _path("job_id", JOB_ID_PATTERN, "The job's id.")
+_WEBHOOK_HEADERS = (
+    _param(
+        "Webhook-URL", "header", {"type": "string", "examples": ["https://example.com/hooks/infer"]},
+        "A `text/csv` body's webhook (a JSON body's is its `webhook` field): where to POST the job, signed.",
+        False,
+    ),
+    _param(
+        "Webhook-Events", "header", {"type": "string", "examples": ["started,completed"]},
+        "With `Webhook-URL`: the events to deliver, comma-separated, of `started`, `progress` and "
+        "`completed` (the default).",
+        False,
+    ),
+)  # fmt: skip
 _PREFERENCE_APPLIED = {
     "Preference-Applied": {
         "description": "`wait=N`: the wait applied, when the request asked for one.",
@@ -267,6 +280,35 @@ def _routing_operations(busy: str) -> list[Op]:
     ]  # fmt: skip
 
 
+def _webhook_operations(limits: Limits, busy: str) -> list[Op]:
+    """Return the operations of webhooks: the key's signing secret and a job's deliveries."""
+    unknown_job = (
+        "No job with this id exists for this API key (`unknown_job`): never created, another key's, "
+        f"or ended more than {limits.retention} ago."
+    )
+    return [
+        Op(
+            "get", "/v1/webhooks/secret", "getWebhookSecret", "webhooks", "Read this key's webhook secret",
+            description="Deliveries are signed as Standard Webhooks signs: `webhook-signature` is `v1,` then "
+            "the base64 HMAC-SHA256, under the secret's base64-decoded key, of `{webhook-id}.{webhook-"
+            "timestamp}.{body}`. The secret is the same on every call and every API process.",
+            ok={200: json_answer("WebhookSecret", "The secret this key's deliveries are signed with.")},
+            errors={404: "This deployment sends no webhooks (`not_found`): its operator must set "
+                    "INFER_WEBHOOK_SECRET.", 429: busy},
+        ),
+        Op(
+            "get", "/v1/jobs/{job_id}/deliveries", "getJobDeliveries", "webhooks",
+            "List a job's webhook deliveries and their attempts",
+            description="One delivery per event the job's webhook asked for, oldest first, each with every "
+            "attempt: the receiver's status or why none came. A failed delivery is tried again with "
+            "backoff until it has been tried for the retry period, then `failed`.",
+            params=(_JOB_ID,),
+            ok={200: json_answer("DeliveryList", "The job's deliveries, oldest first.")},
+            errors={404: unknown_job, 429: busy, 503: _STORE_DOWN},
+        ),
+    ]  # fmt: skip
+
+
 def operations(settings: Settings) -> list[Op]:
     """Return every operation of the API, with the meaning of each status it answers."""
     limits = Limits.of(settings)
@@ -309,7 +351,7 @@ def operations(settings: Settings) -> list[Op]:
             f"body holds at most {limits.records}; a `text/csv` body (a header row of feature names, then "
             f"one record a row) is a bulk job of up to {limits.records} in at most {limits.bulk_body}. "
             "Either may be sent with `Content-Encoding: gzip` (the limit holds as sent and once inflated).",
-            params=(_NAME, prefer, idempotency),
+            params=(_NAME, prefer, idempotency, *_WEBHOOK_HEADERS),
             body={
                 "required": True,
                 "description": f"The records to predict: JSON in at most {limits.body}, CSV in at most "
@@ -346,7 +388,10 @@ def operations(settings: Settings) -> list[Op]:
                 415: "The body is neither `application/json` nor `text/csv`, or its `Content-Encoding` is "
                 "neither gzip nor none (`unsupported_media_type`).",
                 422: "A record does not match the model's input schema, or the body is not a submission "
-                "(`invalid_input`): `details` names each bad record's index, field and reason.",
+                "(`invalid_input`): `details` names each bad record's index, field and reason. A webhook "
+                "whose URL is not http(s) or reaches a loopback, private or link-local address (unless the "
+                "operator allows it), or a webhook on a deployment without webhooks, names `webhook.url` "
+                "(or the `Webhook-URL` header).",
                 429: "The model's queue is full or the job store nearly so (`queue_full`), or this key has "
                 "reached its rate, unfinished jobs, stored bytes or open requests (`rate_limited` or "
                 "`queue_full`); nothing was accepted. Retry after the seconds of `Retry-After`.",
@@ -366,6 +411,7 @@ def operations(settings: Settings) -> list[Op]:
             },
         ),
         *_job_operations(limits, prefer),
+        *_webhook_operations(limits, busy),
         Op(
             "get", "/healthz", "healthz", "operations", "Liveness",
             public=True, ok={200: json_answer("Health", "The process is up and serves requests.")}, errors={},
@@ -392,4 +438,5 @@ TAGS = {
     "models": "What is published, and each version's schemas.",
     "jobs": "Submit, poll, cancel and list prediction jobs; read their outputs.",
     "operations": "Liveness, readiness and metrics, without a key.",
+    "webhooks": "Signed deliveries of a job's events to a URL: the key's secret and each job's attempts.",
 }

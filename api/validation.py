@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.webhooks import WebhookBody
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
 
@@ -60,6 +61,11 @@ class SubmitBody(BaseModel):
         le=MAX_DEADLINE_S,
         description="Seconds from now by which the job must have started, or it ends as expired.",
         examples=[30],
+    )
+    webhook: WebhookBody | None = Field(
+        default=None,
+        description="POST the job, signed with this key's secret (GET /v1/webhooks/secret), to a URL when "
+        "the events named happen.",
     )
 
 

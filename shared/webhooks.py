@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from shared.settings import Settings
 
 EVENTS = ("started", "progress", "completed")
-DEFAULT_EVENTS = ("completed",)
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix Standard Webhooks gives a secret, not a secret)
 MAX_URL_LENGTH = 2048
 # Why the secret route and a submission are refused while the operator has not set a secret.
@@ -86,7 +85,7 @@ class AddressPolicy:
         kinds = (
             ("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
             ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-            ("private", address.is_private), ("reserved", address.is_reserved),
+            ("reserved", address.is_reserved), ("private", address.is_private),
             ("non-public", not address.is_global),
         )  # fmt: skip
         for kind, found in kinds:

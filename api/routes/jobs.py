@@ -20,6 +20,7 @@ from api.responses import json_response
 from api.services import Services, services
 from api.views import job_urls, job_view
 from api.waiter import Watch
+from api.webhooks import from_headers as webhook_headers
 from shared.errors import Conflict, InvalidInput, UnknownJob, UnsupportedMediaType
 from shared.store import CANCELED, QUEUED, RUNNING, STATUSES, SUCCEEDED, JobRecord, is_job_id, new_job_id
 
@@ -107,6 +108,7 @@ def submit(name: str) -> Response:
     key = request.headers.get("Idempotency-Key")
     fresh = new_job_id()
     csv_body = request.mimetype == "text/csv"
+    hook = webhook_headers(request.headers, csv_body)
     limits = svc.settings
     # Read through the body limit (a bulk CSV's own), chunked or not, inflated when gzip-compressed.
     body = request_body(request, limits.max_bulk_body_bytes if csv_body else limits.max_body_bytes)
@@ -114,7 +116,7 @@ def submit(name: str) -> Response:
         if csv_body:
             # A CSV body names no version: the model's routing draws the one that serves it.
             manifest = svc.registry.get(name, svc.routing.choose(name))
-            accepted = accept_csv(svc, current_owner(), manifest, fresh, body, key)
+            accepted = accept_csv(svc, current_owner(), manifest, fresh, body, key, hook)
         else:
             accepted = accept_json(svc, current_owner(), name, fresh, body, key)
         if accepted.created:
