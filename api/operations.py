@@ -147,13 +147,18 @@ def _open_requests(limits: Limits) -> str:
     )
 
 
-def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
-    """Return the operations on one job, found by its id."""
-    busy = _open_requests(limits)
-    unknown_job = (
+def _unknown_job(limits: Limits) -> str:
+    """Return what a 404 of a route on one job means."""
+    return (
         "No job with this id exists for this API key (`unknown_job`): never created, another key's, "
         f"or ended more than {limits.retention} ago."
     )
+
+
+def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
+    """Return the operations on one job, found by its id."""
+    busy = _open_requests(limits)
+    unknown_job = _unknown_job(limits)
     return [
         Op(
             "get", "/v1/jobs/{job_id}", "getJob", "jobs", "Poll a job, optionally waiting for it to end",
@@ -282,10 +287,7 @@ def _routing_operations(busy: str) -> list[Op]:
 
 def _webhook_operations(limits: Limits, busy: str) -> list[Op]:
     """Return the operations of webhooks: the key's signing secret and a job's deliveries."""
-    unknown_job = (
-        "No job with this id exists for this API key (`unknown_job`): never created, another key's, "
-        f"or ended more than {limits.retention} ago."
-    )
+    unknown_job = _unknown_job(limits)
     return [
         Op(
             "get", "/v1/webhooks/secret", "getWebhookSecret", "webhooks", "Read this key's webhook secret",
