@@ -30,8 +30,11 @@ def main() -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
     stack = Stack(RUN_DIR)
+    # One key of each scope: a user key submits and reads its jobs; an admin key also ships models.
     key = os.environ.get("INFER_API_KEY") or secrets.token_urlsafe(24)
+    admin_key = os.environ.get("INFER_ADMIN_KEY") or secrets.token_urlsafe(24)
     stack.env["INFER_API_KEY_HASHES"] = hash_api_key(key)
+    stack.env["INFER_ADMIN_KEY_HASHES"] = hash_api_key(admin_key)
     stack.env.setdefault("INFER_REGISTRY_PATH", str(Path("models/registry").resolve()))
     workers = int(os.environ.get("WORKERS", "1"))
     concurrency = int(os.environ.get("CONCURRENCY", str(os.cpu_count() or 1)))
@@ -81,10 +84,11 @@ def main() -> int:
         """'{"inputs": [[5.1, 3.5, 1.4, 0.2]]}' -H 'Prefer: wait=5'"""
     )
     print(f"""
-  API      {base}          (docs: {base}/docs)
-  Flower   {flower}          (user admin, password {flower_password})
-  Workers  {workers} x {concurrency} processes   (make scale-up / make scale-down)
-  API key  {key}
+  API        {base}          (docs: {base}/docs)
+  Flower     {flower}          (user admin, password {flower_password})
+  Workers    {workers} x {concurrency} processes   (make scale-up / make scale-down)
+  API key    {key}   (user: submits and reads its jobs)
+  Admin key  {admin_key}   (also publishes, routes and retires model versions)
 
   Try it:
     curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\

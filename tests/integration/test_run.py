@@ -54,7 +54,7 @@ def _dbm_names(folder: Path, name: str) -> set[str]:
 def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_process(
     registry_path: Path, tmp_path: Path
 ) -> None:
-    """With stdout to a file, the URLs and the API key are in it while the stack runs; SIGINT stops it all.
+    """With stdout to a file, the URLs and both keys are in it while the stack runs; SIGINT stops it all.
 
     A cold start: nothing answers at INFER_REDIS_URL, so it starts a private redis-server, then a
     worker, the API and Flower. Its Flower state is the shelve .run/flower (flower.db with Berkeley
@@ -93,6 +93,14 @@ def test_make_run_shows_its_banner_in_a_file_at_once_and_ctrl_c_stops_every_proc
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
+        # One key of each scope: only the admin key may route traffic.
+        admin = re.search(r"Admin key\s+(\S+)", text)
+        assert admin, text
+        routing = f"http://127.0.0.1:{api_port}/v1/models/iris/routing"
+        for sent, status in ((key.group(1), 403), (admin.group(1), 200)):
+            headers = {"Authorization": f"Bearer {sent}"}
+            put = requests.put(routing, json={"routes": {"1.0.0": 100}}, headers=headers, timeout=10)
+            assert put.status_code == status, put.text
         # The banner's line without curl, as printed, from the repository (its .venv/bin/python is ours).
         line = text.split("or without curl (one line):\n", 1)[1].splitlines()[0]
         words = shlex.split(line)
