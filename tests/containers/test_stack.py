@@ -45,8 +45,9 @@ IMAGES = {
 }
 # The variables docker-compose.yml reads: the test's env file alone decides them, not the caller's shell.
 COMPOSE_VARIABLES = (
-    "REDIS_PASSWORD", "REDIS_MAXMEMORY", "INFER_API_KEY_HASHES", "FLOWER_USER", "FLOWER_PASSWORD", "API_BIND",
-    "API_PORT", "FLOWER_BIND", "FLOWER_PORT", "API_PROCESSES", "WORKER_CONCURRENCY", "MODEL_REGISTRY",
+    "REDIS_PASSWORD", "REDIS_MAXMEMORY", "INFER_API_KEY_HASHES", "INFER_ADMIN_KEY_HASHES", "FLOWER_USER",
+    "FLOWER_PASSWORD", "API_BIND", "API_PORT", "FLOWER_BIND", "FLOWER_PORT", "API_PROCESSES",
+    "WORKER_CONCURRENCY", "MODEL_REGISTRY",
     "COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES",
 )  # fmt: skip
 IRIS_HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
@@ -160,6 +161,7 @@ class Project:
     engine: Engine
     env_file: Path
     key: str
+    admin_key: str
     flower_auth: tuple[str, str]
     api: str
     flower: str
@@ -279,12 +281,13 @@ def project(
 ) -> Iterator[Project]:
     """Make the project's secrets and ports, and remove whatever it leaves behind at the end."""
     folder = tmp_path_factory.mktemp("containers")
-    key = secrets.token_urlsafe(24)
+    key, admin_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     flower_auth = ("ops", secrets.token_urlsafe(12))
     api_port, flower_port = _free_port(), _free_port()
     settings = {
         "REDIS_PASSWORD": secrets.token_urlsafe(24),
         "INFER_API_KEY_HASHES": hashlib.sha256(key.encode()).hexdigest(),
+        "INFER_ADMIN_KEY_HASHES": hashlib.sha256(admin_key.encode()).hexdigest(),
         "FLOWER_USER": flower_auth[0],
         "FLOWER_PASSWORD": flower_auth[1],
         "API_BIND": "127.0.0.1",
@@ -300,6 +303,7 @@ def project(
         engine=engine,
         env_file=env_file,
         key=key,
+        admin_key=admin_key,
         flower_auth=flower_auth,
         api=f"http://127.0.0.1:{api_port}",
         flower=f"http://127.0.0.1:{flower_port}",

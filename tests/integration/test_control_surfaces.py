@@ -35,7 +35,13 @@ FLOWER_PASSWORD = "flower-" + secrets.token_urlsafe(16)
 FLOWER_PATHS = ("/", "/workers", "/tasks", "/broker", "/api/workers", "/api/tasks", "/api/queues/length",
                 "/metrics", "/healthcheck", "/static/css/flower.css", "/favicon.ico", "/login",
                 "/no-such-page")  # fmt: skip
-SECRET_VARIABLES = ("REDIS_PASSWORD", "FLOWER_PASSWORD", "FLOWER_USER", "INFER_API_KEY_HASHES")
+SECRET_VARIABLES = (
+    "REDIS_PASSWORD",
+    "FLOWER_PASSWORD",
+    "FLOWER_USER",
+    "INFER_API_KEY_HASHES",
+    "INFER_ADMIN_KEY_HASHES",
+)
 
 
 @dataclass
