@@ -98,7 +98,7 @@ def test_every_address_a_host_resolves_to_is_checked() -> None:
 
 def test_settings_read_the_allowed_networks_as_a_comma_separated_list() -> None:
     """INFER_WEBHOOK_ALLOWED_NETWORKS is a list of CIDRs, as the policy takes them."""
-    settings = Settings(webhook_allowed_networks="127.0.0.0/8, fd00::/8")  # type: ignore[arg-type]
+    settings = Settings(webhook_allowed_networks="127.0.0.0/8, fd00::/8")
     policy = AddressPolicy.of(settings)
     assert policy.refusal(ip_address("fd00::1")) is None
     assert policy.refusal(ip_address("192.168.0.1")) is not None
@@ -199,7 +199,7 @@ def test_a_webhook_is_refused_without_the_operators_secret_or_to_a_private_addre
     with pytest.raises(InvalidInput, match="INFER_WEBHOOK_SECRET") as caught:
         subscription(Settings(), hook, "webhook.url")
     assert caught.value.details[0]["field"] == "webhook.url"
-    enabled = Settings(webhook_secret="s")  # type: ignore[arg-type]
+    enabled = Settings(webhook_secret="s")
     with pytest.raises(InvalidInput, match="private address") as caught:
         subscription(enabled, hook, "Webhook-URL")
     assert caught.value.details == [{"field": "Webhook-URL", "reason": caught.value.details[0]["reason"]}]
@@ -213,7 +213,7 @@ def test_the_secret_route_says_webhooks_are_off_until_the_operator_sets_the_secr
     answer = app.test_client().get("/v1/webhooks/secret")
     assert answer.status_code == 404
     assert "INFER_WEBHOOK_SECRET" in answer.get_json()["error"]["message"]
-    enabled = Settings(redis_url=NO_REDIS, registry_path=tmp_path, api_key_hashes=[], webhook_secret="s")  # type: ignore[arg-type]
+    enabled = Settings(redis_url=NO_REDIS, registry_path=tmp_path, api_key_hashes=[], webhook_secret="s")
     secret = create_app(enabled).test_client().get("/v1/webhooks/secret").get_json()["secret"]
     assert secret == secret_text(key_secret("s", "anonymous"))
 
