@@ -17,7 +17,7 @@ from api.routing import RoutingTable
 from api.services import EXTENSION, Services, WorkerProbe, services
 from api.waiter import CompletionWaiter
 from shared.celery_app import make_celery, send_chunks
-from shared.registry import Registry
+from shared.registry import GenerationWatch, make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
 
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug refuses a longer body from its Content-Length before reading any of it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings)
-    registry = Registry(settings.registry_path)
+    registry = make_registry(settings)
     registry.refresh()
     celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
@@ -54,10 +54,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (jobs.bp, events.bp, models.bp, routing.bp, webhooks.bp, health.bp, docs.bp, web.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    app.before_request(functools.partial(_follow_registry, GenerationWatch(client, registry)))
     app.before_request(_authenticate)
     app.after_request(_observe)
     app.teardown_request(_release)
     return app
+
+
+def _follow_registry(watch: GenerationWatch) -> None:
+    # A version published or retired through any process is listed here within a second.
+    if request.path.startswith(PROTECTED_PREFIXES):
+        watch.check()
 
 
 def _authenticate() -> None:

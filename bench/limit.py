@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.chunks import Records, as_rows
 from shared.registry import Manifest, Registry
+from shared.storage import LocalStorage
 from worker.cache import load_predictor
 from worker.runtimes.base import Predictor, ndjson
 
@@ -50,7 +51,7 @@ def _worker_path(predictor: Predictor, records: Records) -> bytes:
 
 def measure(root: Path, rows: dict[str, list[Any]], batch_size: int, seconds: float) -> dict[str, Any]:
     """Return rows a second of each model and runtime, batched and one record a call, loaded as workers do."""
-    registry = Registry(root)
+    registry = Registry(LocalStorage(root))
     registry.refresh()
     results: dict[str, Any] = {}
     for manifest in registry.all():

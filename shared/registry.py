@@ -1,17 +1,24 @@
-"""The model registry on disk: one folder a model, one folder a version, each with a manifest."""
+"""The model registry: manifests and artifacts of every published model version, over a storage."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
 from pydantic import BaseModel, Field
 
-from shared.errors import UnknownModel, UnknownVersion
+from shared.errors import Conflict, ModelLoadError, ServiceError, UnknownModel, UnknownVersion
+from shared.settings import Settings
+from shared.storage import Storage, make_storage
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^\d{1,6}\.\d{1,6}\.\d{1,6}$")
@@ -21,6 +28,10 @@ MANIFEST = "manifest.json"
 # refuse the skops file.
 SKOPS_TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 DEFAULT_FILE = "default"
+UPLOADS = "uploads"
+# Bumped (INCR) by whoever changes the registry, so every process lists it again within a second.
+GENERATION_KEY = "registry:generation"
+GENERATION_CHECK_S = 1.0
 
 
 class Manifest(BaseModel):
@@ -71,35 +82,48 @@ def file_sha256(path: Path) -> str:
 
 
 class Registry:
-    """Reads manifests from the registry folder and answers which models and versions exist."""
+    """The published models and versions, read from a storage; adds and retires versions there too.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    Layout: ``{name}/{version}/manifest.json`` beside the version's files, ``{name}/default`` (the
+    version served when none is named) and ``uploads/{job_id}/`` (files of publish jobs). A version is
+    listed once its manifest exists, and its manifest is written last.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
         self._lock = threading.Lock()
         self._manifests: dict[str, dict[str, Manifest]] = {}
         self._defaults: dict[str, str] = {}
+        # Manifests never change once written (a version is added once, retired whole): read each once.
+        self._read: dict[str, Manifest] = {}
 
     def refresh(self) -> None:
-        """Read every manifest again from disk."""
+        """List the storage again and read the manifests not read before."""
         manifests: dict[str, dict[str, Manifest]] = {}
-        defaults: dict[str, str] = {}
-        if self.root.is_dir():
-            for model_dir in sorted(self.root.iterdir()):
-                if not (model_dir.is_dir() and NAME_RE.match(model_dir.name)):
-                    continue
-                versions = {
-                    v.name: Manifest.model_validate_json((v / MANIFEST).read_bytes())
-                    for v in model_dir.iterdir()
-                    if VERSION_RE.match(v.name) and (v / MANIFEST).is_file()
-                }
-                if not versions:
-                    continue
-                manifests[model_dir.name] = versions
-                default_path = model_dir / DEFAULT_FILE
-                chosen = default_path.read_text().strip() if default_path.is_file() else ""
-                defaults[model_dir.name] = chosen if chosen in versions else max(versions, key=version_key)
+        default_keys: dict[str, str] = {}
+        read: dict[str, Manifest] = {}
+        for key in self.storage.keys(""):
+            parts = key.split("/")
+            if parts[0] == UPLOADS or not NAME_RE.match(parts[0]):
+                continue
+            if len(parts) == 2 and parts[1] == DEFAULT_FILE:
+                default_keys[parts[0]] = key
+            elif len(parts) == 3 and parts[2] == MANIFEST and VERSION_RE.match(parts[1]):
+                manifest = self._read.get(key) or self._manifest(key)
+                if manifest is not None:
+                    read[key] = manifest
+                    manifests.setdefault(parts[0], {})[parts[1]] = manifest
+        defaults = {}
+        for name, versions in manifests.items():
+            raw = self.storage.get(default_keys[name]) if name in default_keys else None
+            chosen = raw.decode(errors="replace").strip() if raw else ""
+            defaults[name] = chosen if chosen in versions else max(versions, key=version_key)
         with self._lock:
-            self._manifests, self._defaults = manifests, defaults
+            self._manifests, self._defaults, self._read = manifests, defaults, read
+
+    def _manifest(self, key: str) -> Manifest | None:
+        raw = self.storage.get(key)
+        return None if raw is None else Manifest.model_validate_json(raw)
 
     def names(self) -> list[str]:
         """Return the published model names, sorted."""
@@ -140,6 +164,100 @@ class Registry:
         if name not in self._manifests:
             raise UnknownModel(f"No model is published as {name[:64]!r}.")
 
+    def add_version(self, manifest: Manifest, files: dict[str, Path]) -> None:
+        """Store a version's files, then its manifest (a model's first version becomes its default).
+
+        Raises Conflict when the version's manifest exists; its sha256 digests must be the files'.
+        """
+        name, version = manifest.name, manifest.version
+        if not (NAME_RE.match(name) and VERSION_RE.match(version)) or name == UPLOADS:
+            raise ValueError(f"not a publishable model name and version: {name!r} {version!r}")
+        if MANIFEST in files or any("/" in f or not f or f.startswith(".") for f in files):
+            raise ValueError(f"not file names of a version: {sorted(files)}")
+        for artifact, digest in manifest.artifacts.items():
+            if artifact not in files or file_sha256(files[artifact]) != digest:
+                raise ValueError(f"{artifact} is not among the files or does not match its sha256")
+        folder = f"{name}/{version}"
+        if self.storage.get(f"{folder}/{MANIFEST}") is not None:
+            raise Conflict(f"{name} {version} is published already: publish another version.")
+        for filename, path in files.items():
+            self.storage.put_file(f"{folder}/{filename}", path)
+        default = self.storage.get(f"{name}/{DEFAULT_FILE}")
+        if default is None or self.storage.get(f"{name}/{default.decode().strip()}/{MANIFEST}") is None:
+            self.storage.put(f"{name}/{DEFAULT_FILE}", f"{version}\n".encode())
+        self.storage.put(f"{folder}/{MANIFEST}", manifest.model_dump_json(indent=2).encode() + b"\n")
+        self.refresh()
+
+    def retire(self, name: str, version: str) -> None:
+        """Remove a version: its manifest first (it is unlisted at once), then its files."""
+        folder = f"{name}/{version}"
+        if (
+            not (NAME_RE.match(name) and VERSION_RE.match(version))
+            or self.storage.get(f"{folder}/{MANIFEST}") is None
+        ):
+            raise UnknownVersion(f"Model {name[:64]!r} has no version {version[:32]!r} to retire.")
+        self.storage.delete([f"{folder}/{MANIFEST}"])
+        self.storage.delete(self.storage.keys(f"{folder}/"))
+        if not any(k.endswith(f"/{MANIFEST}") for k in self.storage.keys(f"{name}/")):
+            self.storage.delete([f"{name}/{DEFAULT_FILE}"])
+        self.refresh()
+
+    def artifact_path(self, manifest: Manifest, cache_dir: Path) -> Path:
+        """Return a local file of the served artifact whose sha256 is the manifest's.
+
+        A folder's file is checked where it is; an object is downloaded into cache_dir once.
+        Raises ModelLoadError when the artifact is missing or its bytes are not the published ones
+        (and Unavailable when the storage does not answer).
+        """
+        key = f"{manifest.name}/{manifest.version}/{manifest.artifact}"
+        path = self.storage.local_path(key)
+        if path is None:
+            path = cache_dir / manifest.name / manifest.version / manifest.artifact
+            if path.is_file() and file_sha256(path) == manifest.sha256:
+                return path
+            if not self.storage.download(key, path):
+                raise _artifact_error(manifest, "is missing")
+        elif not path.is_file():
+            raise _artifact_error(manifest, "is missing")
+        if file_sha256(path) != manifest.sha256:
+            if self.storage.local_path(key) is None:
+                path.unlink(missing_ok=True)  # a bad download is not kept
+            raise _artifact_error(manifest, "does not match the sha256 of its manifest")
+        return path
+
+    def read_file(self, manifest: Manifest, filename: str) -> bytes | None:
+        """Return the bytes of another file of a version (reference.json, say), or None."""
+        return self.storage.get(f"{manifest.name}/{manifest.version}/{filename}")
+
+    def put_upload(self, job_id: str, files: dict[str, Path]) -> None:
+        """Store the files of a publish job until a worker takes them."""
+        for filename, path in files.items():
+            self.storage.put_file(_upload_folder(job_id) + filename, path)
+
+    def fetch_upload(self, job_id: str, dest: Path) -> dict[str, Path]:
+        """Download a publish job's files into a folder; return them by name."""
+        prefix = _upload_folder(job_id)
+        found = {}
+        for key in self.storage.keys(prefix):
+            filename = key.removeprefix(prefix)
+            if "/" not in filename and self.storage.download(key, dest / filename):
+                found[filename] = dest / filename
+        return found
+
+    def drop_upload(self, job_id: str) -> None:
+        """Delete a publish job's files."""
+        self.storage.delete(self.storage.keys(_upload_folder(job_id)))
+
+
+def _artifact_error(manifest: Manifest, what: str) -> ModelLoadError:
+    return ModelLoadError(f"{manifest.name} {manifest.version}: artifact {manifest.artifact} {what}")
+
+
+def _upload_folder(job_id: str) -> str:
+    if not job_id or "/" in job_id or job_id.startswith("."):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"{UPLOADS}/{job_id}/"
+
 
 def write_version(root: Path, manifest: Manifest, make_default: bool = True) -> Path:
     """Write a manifest into its version folder and mark it the default version if asked."""
@@ -149,3 +267,47 @@ def write_version(root: Path, manifest: Manifest, make_default: bool = True) -> 
     if make_default:
         (root / manifest.name / DEFAULT_FILE).write_text(manifest.version + "\n")
     return folder
+
+
+def make_registry(settings: Settings) -> Registry:
+    """Return the registry over the storage the settings name, not yet read."""
+    return Registry(make_storage(settings))
+
+
+def bump_generation(client: redis.Redis) -> None:
+    """Tell every process the registry changed, so each lists it again within a second."""
+    client.incr(GENERATION_KEY)
+
+
+class GenerationWatch:
+    """Lists the registry again when its generation in Redis moved, asking at most once a second."""
+
+    def __init__(
+        self, client: redis.Redis, registry: Registry, interval_s: float = GENERATION_CHECK_S
+    ) -> None:
+        self._client = client
+        self._registry = registry
+        self._interval_s = interval_s
+        self._seen: object = None
+        self._checked = float("-inf")
+
+    def check(self) -> bool:
+        """Refresh the registry if its generation changed since the last look; tell whether it did.
+
+        Redis or the storage failing is logged and tried again at the next look, never raised: the
+        registry read before keeps answering.
+        """
+        now = time.monotonic()
+        if now - self._checked < self._interval_s:
+            return False
+        self._checked = now
+        try:
+            generation = self._client.get(GENERATION_KEY)
+            if generation == self._seen:
+                return False
+            self._registry.refresh()
+        except (redis.RedisError, ServiceError) as exc:
+            log.warning("the registry was not listed again: %s", exc)
+            return False
+        self._seen = generation
+        return True

@@ -23,6 +23,16 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://localhost:6379/0"
     registry_path: Path = Path("models/registry")
+    # Where the model registry lives: unset, the folder registry_path (one host); s3://bucket/prefix,
+    # object storage over the S3 API, shared by processes on several hosts.
+    registry_url: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    # The S3 endpoint (unset: AWS's), its keys (no default) and region, read only with registry_url.
+    s3_endpoint_url: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str | None = None
+    # Bytes of model artifacts one worker process holds loaded at most; the least recently used goes.
+    worker_model_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     # Hashes, never the keys: a leaked config file does not leak a credential. User keys submit and
     # read their own jobs; admin keys may also publish, route and retire model versions.
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)

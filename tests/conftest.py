@@ -8,6 +8,7 @@ import pytest
 
 from models.train import train_breast_cancer, train_iris, train_scam_email
 from shared.registry import Registry
+from shared.storage import LocalStorage
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,6 @@ def registry_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def registry(registry_path: Path) -> Registry:
     """Return a registry reading the session's trained models."""
-    found = Registry(registry_path)
+    found = Registry(LocalStorage(registry_path))
     found.refresh()
     return found

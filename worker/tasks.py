@@ -12,7 +12,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from shared.celery_app import send_chunks, send_publish
 from shared.reaper import Reaper
-from shared.registry import Registry
+from shared.registry import make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
 from shared.tasks import PREDICT, ChunkMessage
@@ -27,7 +27,7 @@ class WorkerState:
 
     def __init__(self, settings: Settings) -> None:
         self.store = JobStore(connect(settings), settings)
-        self.cache = ModelCache(Registry(settings.registry_path))
+        self.cache = ModelCache(make_registry(settings), settings.worker_model_bytes, self.store.client)
         self.cache.load_all()
 
 

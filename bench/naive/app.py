@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from bench.limit import variants
 from shared.chunks import as_rows
 from shared.registry import Registry
+from shared.storage import LocalStorage
 from worker.cache import load_predictor
 from worker.runtimes.base import Predictor
 from worker.runtimes.base import predict as predict_outputs
@@ -36,7 +37,7 @@ celery = make_celery()
 def _predictor(model: str) -> Predictor:
     """Load a model once a process with the runtime NAIVE_RUNTIME names (sklearn, as tutorials do)."""
     root = Path(os.environ["NAIVE_REGISTRY"])
-    registry = Registry(root)
+    registry = Registry(LocalStorage(root))
     registry.refresh()
     runtime = os.environ.get("NAIVE_RUNTIME", "sklearn")
     manifest = next(v for v in variants(registry.get(model)) if v.runtime == runtime)

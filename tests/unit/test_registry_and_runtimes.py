@@ -10,6 +10,7 @@ import pytest
 
 from shared.errors import ModelLoadError, UnknownModel, UnknownVersion
 from shared.registry import Registry, file_sha256
+from shared.storage import LocalStorage
 from worker.cache import ModelCache, load_predictor
 from worker.runtimes.base import predict
 
@@ -61,7 +62,7 @@ def test_a_tampered_or_missing_artifact_is_refused(registry_path: Path, tmp_path
     shutil.copytree(registry_path, root)
     (root / "iris" / "1.0.0" / "model.onnx").write_bytes(b"not a model")
     (root / "scam-email" / "1.0.0" / registry_artifact(root, "scam-email")).unlink()
-    cache = ModelCache(Registry(root))
+    cache = ModelCache(Registry(LocalStorage(root)))
     cache.load_all()
     with pytest.raises(ModelLoadError, match="sha256"):
         cache.get("iris", "1.0.0")
@@ -72,7 +73,7 @@ def test_a_tampered_or_missing_artifact_is_refused(registry_path: Path, tmp_path
 
 def registry_artifact(root: Path, name: str) -> str:
     """Return the file name of the artifact a model's default version serves."""
-    registry = Registry(root)
+    registry = Registry(LocalStorage(root))
     registry.refresh()
     return registry.get(name).artifact
 
