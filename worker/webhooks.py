@@ -26,9 +26,11 @@ from worker.webhook_http import Limits, Sender
 
 log = logging.getLogger(__name__)
 
-# How often the deliverer looks for due deliveries, and how long a host that has its share waits.
+# How often the deliverer looks for due deliveries, how long a host that has its share in flight
+# waits, and how many due deliveries a pass may look at (per thread) to find ones for other hosts.
 POLL_S = 0.2
-HOST_BUSY_S = 1.0
+HOST_BUSY_S = 2.0
+SCAN_PER_THREAD = 8
 
 
 def payload(store: JobStore, leased: Leased, inline_limit: int) -> bytes:
@@ -95,19 +97,30 @@ class Deliverer:
         if free <= 0:
             return 0
         now = time.time() if now is None else now
-        taken = 0
-        for leased in self.deliveries.lease(now, self.lease_s, free):
-            host = _host(leased.url)
-            with self._lock:
-                has_room = self._busy[host] < self.per_host
-                if has_room:
-                    self._busy[host] += 1
-            if has_room:
-                self._work.put(leased)
-                taken += 1
-            else:  # this host has its share in flight: the delivery waits, with no attempt counted
-                self.deliveries.settle(leased, None, PENDING, now + HOST_BUSY_S)
+        taken = seen = 0
+        # Deliveries for a host that has its share in flight wait, with no attempt counted, and the
+        # pass goes on to the next due ones: a backlog for one host does not hold up the others.
+        while taken < free and seen < self.threads * SCAN_PER_THREAD:
+            asked = free - taken
+            batch = self.deliveries.lease(now, self.lease_s, asked)
+            seen += len(batch)
+            for leased in batch:
+                if self._reserve(_host(leased.url)):
+                    self._work.put(leased)
+                    taken += 1
+                else:
+                    self.deliveries.settle(leased, None, PENDING, now + HOST_BUSY_S)
+            if len(batch) < asked:
+                break
         return taken
+
+    def _reserve(self, host: str) -> bool:
+        """Count a delivery in flight to the host, unless the host already has its share."""
+        with self._lock:
+            if self._busy[host] >= self.per_host:
+                return False
+            self._busy[host] += 1
+            return True
 
     def deliver(self, leased: Leased) -> None:
         """Send one delivery and record the attempt: delivered, failed for good, or due again later."""

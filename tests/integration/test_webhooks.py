@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,14 +22,19 @@ import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from api import contract
+from shared.settings import Settings
+from shared.store import CANCELED, JobStore, NewJob, connect, new_job_id
 from tests.integration.conftest import OTHER_KEY, Api, error_of
 from tests.webhook_receivers import Hanging, Receiver, closed_port_url
 from tools.stack import Stack, free_port, http_status, wait_until
+from worker.webhooks import Deliverer
 
 SERVER_SECRET = "webhook-test-server-secret"
 ATTEMPT_S = 6
 RETRY_FOR_S = 3
 PER_HOST = 2
+# The backlog test's attempt time: sent in order two at a time, its good delivery would wait 75 of them.
+HANG_S = 10
 RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 SETTINGS = {
     "INFER_WEBHOOK_SECRET": SERVER_SECRET,
@@ -300,3 +306,36 @@ def test_another_keys_job_has_no_deliveries_to_show(api: Api, good: Receiver) ->
     answer = api.request("GET", f"/v1/jobs/{'0' * 32}/deliveries")
     error_of(answer.status_code, answer.json(), answer.text, 404, "unknown_job")
     assert _deliveries(api, (api.submit("iris", [RECORD], wait=30).json()["id"])) == []
+
+
+def test_a_backlog_for_one_hanging_host_holds_up_no_other_host(tmp_path: Path) -> None:
+    """150 deliveries to a hanging host, then one to another: it goes out while two hang, no more.
+
+    A deliverer of four threads, two a host, on a Redis of its own so no other sender takes part.
+    """
+    stack = Stack(tmp_path)
+    settings = Settings(
+        redis_url=stack.start_redis(free_port()), webhook_secret=SERVER_SECRET,
+        webhook_allowed_networks=["127.0.0.0/8"], webhook_threads=4, webhook_per_host=2,
+        webhook_timeout_s=HANG_S, webhook_retry_for_s=0,
+    )  # fmt: skip
+    store = JobStore(connect(settings), settings)
+    hanging, good = Hanging(), Receiver()
+    for url in [hanging.url()] * 150 + [good.url()]:
+        job = new_job_id()
+        hook = orjson.dumps({"url": url, "events": ["completed"]}).decode()
+        store.create(
+            NewJob(id=job, owner="o", model="iris", version="1.0.0", total=1, chunks=1, webhook=hook)
+        )
+        assert store.end(job, "iris", CANCELED, "canceled", "Canceled by the test.") == "ended"
+    stop = Deliverer(store, settings).start()
+    try:
+        (post,) = good.wait_for(1, HANG_S)
+        assert orjson.loads(post.body)["status"] == "canceled"
+        assert hanging.open_now == 2  # the first two still hang: the good one did not wait for them
+        assert hanging.most_open == 2
+    finally:
+        stop.set()
+        hanging.close()
+        good.close()
+        stack.stop()
