@@ -1,4 +1,4 @@
-"""GET /v1/jobs/{id}/events: the job at once, at each change, closed after its end, resumable, cheap to hold."""
+"""GET /v1/jobs/{id}/events: the job at once, at each change, closed after its end, resumable, cheap."""
 
 from __future__ import annotations
 
@@ -143,9 +143,10 @@ def test_a_stream_closes_at_its_maximum_duration_with_a_retry_hint(
 
 
 def test_events_of_a_real_bulk_job_grow_until_its_success(api: Api) -> None:
-    """A multi-chunk CSV job served by the real worker: ids and progress only grow, the last is the success."""
+    """A multi-chunk CSV job on the real worker: ids and progress only grow, the last is its success."""
     rows = 20_000  # four chunks of the session's 5,000
-    answer = api.request("POST", "/v1/models/iris/jobs", data=_csv(rows), headers={"Content-Type": "text/csv"})
+    csv = {"Content-Type": "text/csv"}
+    answer = api.request("POST", "/v1/models/iris/jobs", data=_csv(rows), headers=csv)
     job_id = answer.json()["id"]
     url = f"{api.base}/v1/jobs/{job_id}/events"
     with httpx.stream("GET", url, headers=_auth(), timeout=60) as response:
@@ -185,8 +186,10 @@ def _open_stream(base: str, job_id: str) -> socket.socket:
 def test_hundreds_of_open_streams_neither_starve_submits_nor_hold_a_redis_connection_each(
     unserved: str, clean_redis: redis.Redis
 ) -> None:
-    """200 open streams: a submit is still answered quickly, Redis sees no connection per stream, and the
-    streams count against the key's open requests until they close."""
+    """200 open streams: a submit is answered quickly and Redis sees no connection per stream.
+
+    The streams count against the key's open requests until they close.
+    """
     job_id = _submit(unserved, 1)["id"]
     connections = int(clean_redis.info("clients")["connected_clients"])
     streams = [_open_stream(unserved, job_id) for _ in range(STREAMS)]

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from inference_client.errors import JobFailed, WaitTimeout, error_for
+from inference_client.errors import JobFailed, ServiceUnreachable, WaitTimeout, error_for
 
 # Rows above this count travel as a CSV body (smaller and streamed by the API) unless the job
 # names a version or a deadline, which only the JSON body carries.
@@ -28,6 +28,8 @@ MAX_WAIT_S = 60.0
 # How long a request may take beyond the time the API was asked to hold it.
 SLACK_S = 30.0
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
+# An events stream silent this long (the API sends a keep-alive every 15 s) is opened again.
+EVENTS_SILENCE_S = 45.0
 MAX_PAGE = 500
 
 
@@ -164,6 +166,18 @@ def publish(
     content_type = f"multipart/form-data; boundary={boundary}"
     return Call("POST", f"/v1/models/{model}/versions", headers={"Content-Type": content_type},
                 content=bytes(body), timeout=300, repeatable=False)  # fmt: skip
+
+
+def events(job_id: str, last_event_id: str | None, deadline: float | None = None) -> Call:
+    """Return the call opening a job's events stream, after the event of that id when one was seen."""
+    sent = {"Accept": "text/event-stream"}
+    if last_event_id:
+        sent["Last-Event-ID"] = last_event_id
+    # The API writes at least every 15 s (an event or a keep-alive): a longer silence is a lost stream.
+    read = (
+        EVENTS_SILENCE_S if deadline is None else max(0.1, min(EVENTS_SILENCE_S, deadline - time.monotonic()))
+    )
+    return Call("GET", f"/v1/jobs/{job_id}/events", headers=sent, timeout=read)
 
 
 def outputs(job_id: str, accept: str = "application/x-ndjson") -> Call:
@@ -380,6 +394,64 @@ def succeeded(job: JobView) -> None:
     """Raise JobFailed unless the job succeeded."""
     if job.status != "succeeded":
         raise JobFailed(job.id, job.status, job.error)
+
+
+class EventReader:
+    """Reads the lines of a job's events stream (Server-Sent Events) and remembers where it got to."""
+
+    def __init__(self, job_id: str, timeout: float | None = None) -> None:
+        self.job_id = job_id
+        self.last_id: str | None = None
+        self.retry_s = 1.0
+        self.ended = False
+        self._timeout = timeout
+        self._deadline = deadline_for(timeout)
+        self._data: list[str] = []
+        self._event = ""
+
+    def _check_time(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise WaitTimeout(self.job_id, self._timeout or 0.0)
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        """Take one line; return the Job (without outputs) when it completes a `job` event, else None."""
+        self._check_time()
+        if not line:
+            data, event = "\n".join(self._data), self._event
+            self._data, self._event = [], ""
+            if not data or event != "job":
+                return None
+            job: dict[str, Any] = json.loads(data)
+            self.ended = job.get("status") in TERMINAL
+            return job
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self.last_id = value
+        elif name == "retry" and value.isdigit():
+            self.retry_s = int(value) / 1000
+        return None  # a comment (a line starting with ':') or a field this client does not use
+
+    def call(self) -> Call:
+        """Return the call opening the stream, after the last event seen."""
+        self._check_time()
+        return events(self.job_id, self.last_id, self._deadline)
+
+    def delay(self, failures: int, retry: Retry) -> float:
+        """Return the seconds to wait before opening the stream again; give up after too many failures."""
+        self._check_time()
+        if failures == 0:
+            return self.retry_s  # the service closed it on time and said when to come back
+        delay = retry.after_error(failures - 1, self.call())
+        if delay is None:
+            raise ServiceUnreachable(
+                f"the events stream of job {self.job_id} failed {failures} times in a row"
+            )
+        return delay
 
 
 class JobPages:

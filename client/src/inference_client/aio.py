@@ -156,6 +156,30 @@ class AsyncJob(JobView):
             self._update(await self._client._json(call))
         return self
 
+    async def events(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield the job (a dict, without outputs) at once and at each change until it ends.
+
+        It follows the job's events stream; a stream closed before the end (the service's time limit,
+        a dropped connection) is opened again with Last-Event-ID, so no change comes twice. The job
+        is updated as events arrive. WaitTimeout after `timeout` seconds (None: never).
+        """
+        reader = _core.EventReader(self.id, timeout)
+        failures = 0
+        while not reader.ended:
+            try:
+                async with self._client._stream(reader.call()) as response:
+                    if response.status_code == 204:
+                        return  # the service says its last event was seen already
+                    async for line in response.aiter_lines():
+                        if (data := reader.feed(line)) is not None:
+                            failures = 0
+                            self._update(data)
+                            yield data
+            except ServiceUnreachable:
+                failures += 1
+            if not reader.ended:
+                await asyncio.sleep(reader.delay(failures, self._client.retry))
+
     async def cancel(self) -> AsyncJob:
         """Cancel the job (Conflict once it has ended) and return it."""
         self._update(await self._client._json(_core.cancel(self.id)))

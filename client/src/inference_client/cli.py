@@ -41,7 +41,7 @@ from inference_client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from inference_client.progress import PollingProgress, ProgressSource
+from inference_client.progress import EventsProgress, ProgressSource
 
 DEFAULT_API = "http://127.0.0.1:8000"
 
@@ -256,7 +256,7 @@ def _predict(client: Client, err: Console, args: argparse.Namespace) -> int:
     state = output.with_name(output.name + ".job")
     try:
         job = _resume(client, err, state, args) or _submit(client, err, state, args)
-        _show_progress(PollingProgress(job), err, args.timeout)
+        _show_progress(EventsProgress(job, args.timeout), err, args.timeout)
         if job.status != "succeeded":
             state.unlink(missing_ok=True)  # a rerun should submit afresh
             raise JobFailed(job.id, job.status, job.error)

@@ -168,6 +168,30 @@ class Job(JobView):
             self._update(self._client._json(call))
         return self
 
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the job (a dict, without outputs) at once and at each change until it ends.
+
+        It follows the job's events stream; a stream closed before the end (the service's time limit,
+        a dropped connection) is opened again with Last-Event-ID, so no change comes twice. The job
+        is updated as events arrive. WaitTimeout after `timeout` seconds (None: never).
+        """
+        reader = _core.EventReader(self.id, timeout)
+        failures = 0
+        while not reader.ended:
+            try:
+                with self._client._stream(reader.call()) as response:
+                    if response.status_code == 204:
+                        return  # the service says its last event was seen already
+                    for line in response.iter_lines():
+                        if (data := reader.feed(line)) is not None:
+                            failures = 0
+                            self._update(data)
+                            yield data
+            except ServiceUnreachable:
+                failures += 1
+            if not reader.ended:
+                time.sleep(reader.delay(failures, self._client.retry))
+
     def cancel(self) -> Job:
         """Cancel the job (Conflict once it has ended) and return it."""
         self._update(self._client._json(_core.cancel(self.id)))

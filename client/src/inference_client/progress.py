@@ -1,8 +1,7 @@
-"""Where the command line learns a job's progress: by polling now, by the events stream later.
+"""Where the command line learns a job's progress: from its events stream, else by polling.
 
 A source yields the job each time it may have changed and stops after it ended; the progress bar
-only reads `job.progress` and `job.terminal`, so an SSE source (GET /v1/jobs/{id}/events) can
-replace `PollingProgress` without touching the bar.
+only reads `job.progress` and `job.terminal`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Protocol
 
 from inference_client._core import JobView
 from inference_client.client import Job
-from inference_client.errors import WaitTimeout
+from inference_client.errors import InferenceError, WaitTimeout
 
 
 class ProgressSource(Protocol):
@@ -38,3 +37,26 @@ class PollingProgress:
             with suppress(WaitTimeout):
                 self.job.wait(self.interval)
             yield self.job
+
+
+class EventsProgress:
+    """Follows a job by its events stream (GET /v1/jobs/{id}/events), long-polling it if the stream fails."""
+
+    def __init__(self, job: Job, timeout: float | None = None, interval: float = 0.5) -> None:
+        self.job = job
+        self.timeout = timeout
+        self.interval = interval
+        # Why the stream was given up for polling, when it was.
+        self.failure: InferenceError | None = None
+
+    def __iter__(self) -> Iterator[JobView]:
+        yield self.job
+        try:
+            for _ in self.job.events(self.timeout):
+                yield self.job
+        except WaitTimeout:
+            raise
+        except InferenceError as exc:  # a service without the stream, or a proxy that breaks it
+            self.failure = exc
+        if not self.job.terminal:
+            yield from PollingProgress(self.job, self.interval)
