@@ -16,7 +16,8 @@ $(BIN)/.installed: requirements/*.txt client/pyproject.toml
 	$(BIN)/pip install --quiet -e './client[pandas]'
 	touch $@
 
-$(EXAMPLES) &: $(BIN)/.installed models/train.py models/publish.py models/data/emails.csv
+$(EXAMPLES) &: $(BIN)/.installed models/train.py worker/publishing.py worker/conversion.py \
+              worker/reference.py models/data/emails.csv
 	$(BIN)/python -m models.train --registry $(REGISTRY)
 
 models: $(EXAMPLES)

@@ -1,4 +1,8 @@
-"""Train the three example models and publish them into the registry (``make models``)."""
+"""Train the three example models and publish them into a registry folder (``make models``).
+
+They go through the publish task's own steps (worker/publishing.py): trusted types, the ONNX check
+within its tolerance, the reference statistics frozen from the training rows, the manifest last.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.publish import publish
+from shared.registry import Registry
+from shared.storage import LocalStorage
+from worker.publishing import publish_estimator
 
 EMAILS = Path(__file__).with_name("data") / "emails.csv"
 SEED = 7
@@ -31,6 +37,10 @@ def _accuracy(model: Pipeline, rows: Any, labels: Any) -> dict[str, float]:
     return {"test_accuracy": round(float(np.mean(model.predict(rows) == labels)), 4)}
 
 
+def _folder(root: Path) -> Registry:
+    return Registry(LocalStorage(root))
+
+
 def train_iris(registry: Path) -> None:
     """Train StandardScaler + LogisticRegression on iris and publish it as ``iris``."""
     data = load_iris()
@@ -41,39 +51,40 @@ def train_iris(registry: Path) -> None:
     )
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     model.fit(x_train, y_train)
-    publish(
+    publish_estimator(
         model,
-        registry=registry,
+        _folder(registry),
         name="iris",
         version="1.0.0",
         features=features,
         task="classification",
-        check_rows=x_test,
+        reference=x_train,
+        replace=True,
         description="Iris species from sepal and petal sizes in cm (StandardScaler + LogisticRegression).",
         metrics=_accuracy(model, x_test, y_test),
     )
 
 
 def train_breast_cancer(registry: Path) -> None:
-    """Train StandardScaler + a 100-tree RandomForest on breast-cancer and publish it."""
+    """Train a 100-tree RandomForest on breast-cancer and publish it."""
     data = load_breast_cancer()
     features = [_feature_name(f) for f in data.feature_names]
     labels = np.asarray(data.target_names)[data.target]
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, labels, test_size=0.3, random_state=SEED, stratify=labels
     )
-    model = make_pipeline(
-        StandardScaler(), RandomForestClassifier(n_estimators=100, random_state=SEED, n_jobs=1)
-    )
+    # Trees need no scaling, and without it ONNX computes exactly what scikit-learn does (both in float32).
+    model = make_pipeline(RandomForestClassifier(n_estimators=100, random_state=SEED, n_jobs=1))
     model.fit(x_train, y_train)
-    publish(
+    publish_estimator(
         model,
-        registry=registry,
+        _folder(registry),
         name="breast-cancer",
         version="1.0.0",
         features=features,
         task="classification",
-        check_rows=x_test,
+        reference=x_train,
+        replace=True,
         description="Malignant or benign tumour from 30 cell-nucleus measurements (RandomForest, 100 trees).",
         metrics=_accuracy(model, x_test, y_test),
     )
@@ -93,14 +104,15 @@ def train_scam_email(registry: Path) -> None:
         LogisticRegression(max_iter=1000, C=10.0),
     )
     model.fit(list(x_train), y_train)
-    publish(
+    publish_estimator(
         model,
-        registry=registry,
+        _folder(registry),
         name="scam-email",
         version="1.0.0",
         features=["text"],
         task="classification",
-        check_rows=list(x_test),
+        reference=list(x_train),
+        replace=True,
         description="Tells scam emails from ordinary ones (TF-IDF + LogisticRegression).",
         metrics=_accuracy(model, list(x_test), y_test),
     )

@@ -1,4 +1,4 @@
-"""The worker's Celery tasks: thin wrappers that hand messages to the prediction code."""
+"""The worker's Celery tasks: thin wrappers that hand messages to the prediction and publishing code."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from shared.reaper import Reaper
 from shared.registry import make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
-from shared.tasks import PREDICT, ChunkMessage
+from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 from worker.cache import ModelCache
 from worker.predict import run_chunks
+from worker.publish_job import run_publish
 from worker.shadow import register_shadow_task, send_shadows
 from worker.webhooks import Deliverer
 
@@ -32,7 +33,7 @@ class WorkerState:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register the predict task on the app, its state made once per process on first need."""
+    """Register the predict and publish tasks on the app, their state made once per process on first need."""
     state: list[WorkerState] = []
 
     def current() -> WorkerState:
@@ -51,6 +52,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         # Only once the answers are recorded: the shadow version predicts on its own queue.
         send_shadows(app, settings.queue_name, messages)
         return ran
+
+    @app.task(name=PUBLISH, bind=False)
+    def publish(message: PublishMessage) -> str:
+        """Publish the upload of a publish job as a model version and record how the job ended."""
+        try:
+            return run_publish(current().store, current().cache.registry, message)
+        except redis.RedisError as exc:
+            raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
 
     register_shadow_task(app, settings, lambda: (current().store, current().cache))
 

@@ -94,11 +94,11 @@ def _custom_pipeline() -> object:
 
 def test_an_estimator_skops_cannot_vouch_for_is_published_as_joblib_and_declared(tmp_path: Path) -> None:
     """An estimator holding an untrusted type falls back to joblib, says so, and still serves."""
-    from models.publish import publish
+    from worker.publishing import publish_estimator
 
-    manifest = publish(
-        _custom_pipeline(), registry=tmp_path, name="sums", version="1.0.0", features=["a", "b"],
-        task="regression", check_rows=np.ones((3, 2)),
+    manifest = publish_estimator(
+        _custom_pipeline(), Registry(LocalStorage(tmp_path)), name="sums", version="1.0.0",
+        features=["a", "b"], task="regression", reference=np.ones((3, 2)),
     )  # fmt: skip
     assert manifest.artifact_format == "joblib"
     assert manifest.executes_code_on_load
@@ -110,12 +110,12 @@ def test_a_skops_file_with_untrusted_types_is_refused(tmp_path: Path) -> None:
     """A skops artifact holding a type outside the trusted list is refused even with a matching digest."""
     import skops.io as sio
 
-    from models.publish import publish
+    from worker.publishing import publish_estimator
 
     model = _custom_pipeline()
-    manifest = publish(
-        model, registry=tmp_path, name="sneaky", version="1.0.0", features=["a", "b"], task="regression",
-        check_rows=np.ones((3, 2)),
+    manifest = publish_estimator(
+        model, Registry(LocalStorage(tmp_path)), name="sneaky", version="1.0.0", features=["a", "b"],
+        task="regression", reference=np.ones((3, 2)),
     )  # fmt: skip
     skops_file = tmp_path / "sneaky" / "1.0.0" / "model.skops"
     sio.dump(model, skops_file)
