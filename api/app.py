@@ -12,7 +12,7 @@ from api.errors import register_error_handlers
 from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
-from api.routes import docs, events, health, jobs, models, routing, web, webhooks
+from api.routes import docs, events, health, jobs, models, publishing, routing, web, webhooks
 from api.routing import RoutingTable
 from api.services import EXTENSION, Services, WorkerProbe, services
 from api.waiter import CompletionWaiter
@@ -51,7 +51,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         open_requests=OpenRequests(settings.max_open_requests_per_key),
         routing=RoutingTable(client, registry),
     )
-    for blueprint in (jobs.bp, events.bp, models.bp, routing.bp, webhooks.bp, health.bp, docs.bp, web.bp):
+    blueprints = (
+        jobs.bp,
+        events.bp,
+        models.bp,
+        publishing.bp,
+        routing.bp,
+        webhooks.bp,
+        health.bp,
+        docs.bp,
+        web.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.before_request(functools.partial(_follow_registry, GenerationWatch(client, registry)))

@@ -15,6 +15,7 @@ from pydantic_core import CoreSchema
 
 from api.routes.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from shared.errors import ErrorCode
+from shared.publishing import PublishMetadata
 from shared.registry import NAME_RE
 from shared.routing import Shadow
 from shared.store import JobStatus
@@ -262,6 +263,29 @@ class DeliveryList(Answer):
     """A job's webhook deliveries, oldest first."""
 
     deliveries: list[Delivery]
+
+
+def _reference_is_a_file(schema: dict[str, Any]) -> None:
+    """Give the optional reference part a file's schema, not a null branch generators cannot send."""
+    schema["properties"]["reference"] = {
+        "type": "string",
+        "format": "binary",
+        "description": "A CSV of rows like the training data, header = the feature names: the reference for "
+        "drift and the rows the ONNX conversion is checked on.",
+    }
+
+
+class PublishUpload(BaseModel):
+    """The parts of a publish upload (multipart/form-data): the artifact, its metadata and reference rows."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_reference_is_a_file)
+
+    artifact: bytes = Field(
+        description="The model: a `.skops` or `.onnx` file, or `.joblib`/`.pkl` only with `allow_pickle` "
+        "(loading it runs code). The file name's extension says which."
+    )
+    metadata: PublishMetadata
+    reference: bytes | None = None
 
 
 class ListQuery(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from api.contract import REF, RESPONSE_MODELS, ContractSchema
+from api.contract import REF, RESPONSE_MODELS, ContractSchema, PublishUpload
 from api.operations import FORBIDDEN, TAGS, UNAUTHORIZED, Limits, Op, json_answer, operations
 from api.server import limit_request_field_size, limit_request_fields, limit_request_line
 from api.validation import SubmitBody
@@ -72,7 +72,7 @@ def _components(settings: Settings) -> dict[str, Any]:
     """Return every schema of the contract, with the limits of the settings written into them."""
     _, found = models_json_schema(
         [(model, "serialization") for model in RESPONSE_MODELS]
-        + [(SubmitBody, "validation"), (RoutingChange, "validation")],
+        + [(SubmitBody, "validation"), (RoutingChange, "validation"), (PublishUpload, "validation")],
         ref_template=REF,
         schema_generator=ContractSchema,
     )

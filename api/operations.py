@@ -84,6 +84,7 @@ class Limits:
     inline: str
     retention: str
     open_requests: int
+    upload: str
     events: str
 
     @classmethod
@@ -97,6 +98,7 @@ class Limits:
             inline=f"{settings.inline_limit:,} records",
             retention=f"{settings.retention_s:,} seconds",
             open_requests=settings.max_open_requests_per_key,
+            upload=f"{settings.max_upload_bytes:,} bytes",
             events=f"{settings.events_max_s:g} seconds",
         )
 
@@ -311,6 +313,56 @@ def _webhook_operations(limits: Limits, busy: str) -> list[Op]:
     ]  # fmt: skip
 
 
+def _publish_operation(limits: Limits, busy: str) -> Op:
+    """Return the operation that publishes a new version of a model (or a new model)."""
+    parts = {"artifact": "application/octet-stream", "metadata": "application/json", "reference": "text/csv"}
+    return Op(
+        "post", "/v1/models/{name}/versions", "publishVersion", "models", "Publish a model version (admin)",
+        description="Uploads a model version as `multipart/form-data` (at most "
+        f"{limits.upload}). Publishing is a job, polled like any other: a worker loads the artifact with "
+        "trusted types only, checks it against the metadata, predicts on the reference rows, converts it "
+        "to ONNX when the two agree within 1e-4, freezes the reference statistics and writes the "
+        "manifest. The job ends `succeeded` (its one output names the version, runtime and sha256; the "
+        "version is then listed) or `failed` with `invalid_model` and the reason. A new version gets "
+        "no traffic until routing sends it some or a job names it; a new model's first version is its "
+        "default.",
+        params=(_NAME,), admin=True,
+        body={
+            "required": True,
+            "description": "The parts `artifact`, `metadata` and optionally `reference`, in at most "
+            f"{limits.upload}.",
+            "content": {
+                "multipart/form-data": {
+                    "schema": _ref("PublishUpload"),
+                    "encoding": {part: {"contentType": media} for part, media in parts.items()},
+                }
+            },
+        },
+        ok={
+            202: json_answer(
+                "Job", "Accepted: the publish job (`kind` `publish`) is queued. Poll it at `Location` until "
+                "its status is final.",
+                headers={"Location": {"description": "The job's path.", "required": True,
+                                      "schema": {"type": "string"}}},
+                links=_JOB_LINKS,
+            )
+        },
+        errors={
+            400: "The multipart body is malformed or has no boundary (`invalid_json`).",
+            409: "The model already has this version, or another upload of it is being published "
+            "(`conflict`).",
+            413: f"The upload is over {limits.upload}, or its metadata part over 64 KiB "
+            "(`payload_too_large`); it is refused without being read to its end.",
+            415: "The body is not `multipart/form-data` (`unsupported_media_type`).",
+            422: "The model name, a metadata field, the artifact's file type (a joblib/pickle file needs "
+            "`allow_pickle`), a missing part or the reference CSV's header is not valid (`invalid_input`): "
+            "`details` names each.",
+            429: busy,
+            503: _STORE_DOWN,
+        },
+    )  # fmt: skip
+
+
 def operations(settings: Settings) -> list[Op]:
     """Return every operation of the API, with the meaning of each status it answers."""
     limits = Limits.of(settings)
@@ -346,6 +398,7 @@ def operations(settings: Settings) -> list[Op]:
             ok={200: json_answer("Model", "That version: its schemas, labels and digest.")},
             errors={404: _UNKNOWN_VERSION, 429: busy},
         ),
+        _publish_operation(limits, busy),
         *_routing_operations(busy),
         Op(
             "post", "/v1/models/{name}/jobs", "submitJob", "jobs", "Submit a prediction job",

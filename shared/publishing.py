@@ -8,6 +8,7 @@ so two uploads of one version never race.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import redis
@@ -30,6 +31,11 @@ MAX_METADATA_BYTES = 64 * 1024
 # another upload is left alone.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Takes the lock over from the job named, if it still holds it.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
 return 0
 """
 
@@ -120,9 +126,21 @@ def lock_key(name: str, version: str) -> str:
     return f"publishing:{name}:{version}"
 
 
-def take_lock(client: redis.Redis, name: str, version: str, job_id: str, ttl_s: int) -> bool:
-    """Hold the version's publishing lock for the job; False when another job holds it."""
-    return bool(client.set(lock_key(name, version), job_id, nx=True, ex=ttl_s))
+def take_lock(
+    client: redis.Redis, name: str, version: str, job_id: str, ttl_s: int, stale: Callable[[str], bool]
+) -> bool:
+    """Hold the version's publishing lock for the job; False while another job holds it.
+
+    stale(holder) tells whether the holding job can no longer let go (it ended, or was never written
+    because its API process died): such a lock is taken over.
+    """
+    key = lock_key(name, version)
+    if client.set(key, job_id, nx=True, ex=ttl_s):
+        return True
+    holder = client.get(key)
+    if holder is None:  # let go of in between
+        return bool(client.set(key, job_id, nx=True, ex=ttl_s))
+    return stale(str(holder)) and bool(client.eval(_TAKE_OVER, 1, key, str(holder), job_id, ttl_s))
 
 
 def release_lock(client: redis.Redis, name: str, version: str, job_id: str) -> None:
