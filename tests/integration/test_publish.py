@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,3 +333,32 @@ def test_a_publish_job_whose_message_was_lost_is_sent_again_by_the_reaper(
     assert record.status == "succeeded", record
     service.listed(MODEL, "6.0.0")
     service.left_nothing(MODEL, "6.0.0", published=True)
+
+
+def test_python_m_models_publish_uploads_waits_and_says_how_it_ended(
+    service: Publishing, files: dict[str, Path], data: Data
+) -> None:
+    """The command publishes over HTTP with the admin key of the environment; its exit status says how."""
+    features = ",".join(data[0])
+
+    def publish(artifact: str, version: str, key: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "models.publish", str(files[artifact]), "--name", MODEL,
+                "--version", version, "--features", features, "--task", "classification",
+                "--reference", str(files["reference.csv"]), "--url", service.api.base]  # fmt: skip
+        env = {**os.environ, "INFER_ADMIN_KEY": key}
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+    done = publish("forest.skops", "7.0.0", ADMIN_KEY)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert (printed["name"], printed["version"], printed["runtime"]) == (MODEL, "7.0.0", "onnx")
+    service.listed(MODEL, "7.0.0")
+    refused = publish("corrupt.skops", "7.1.0", ADMIN_KEY)
+    assert refused.returncode == 1, refused.stderr
+    assert "failed (invalid_model)" in refused.stderr
+    assert "corrupt" in refused.stderr
+    forbidden = publish("forest.skops", "7.2.0", KEY)
+    assert forbidden.returncode == 3, forbidden.stderr
+    assert "403 forbidden" in forbidden.stderr
+    service.left_nothing(MODEL, "7.1.0")
+    service.left_nothing(MODEL, "7.2.0")
