@@ -27,7 +27,6 @@ class RoutingTable:
         self._registry = registry
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[float, Routing | None]] = {}
-        self._random = random.Random()  # noqa: S311 (traffic shares, not secrets)
 
     def routing(self, name: str) -> Routing | None:
         """Return a model's routing as read at most CACHE_S ago, or None when it has none.
@@ -61,11 +60,12 @@ class RoutingTable:
         if routing is None:
             return self._registry.default_version(name)
         versions = list(routing.routes)
-        return self._random.choices(versions, weights=[routing.routes[v] for v in versions])[0]
+        # The module's generator: Python seeds it afresh in every forked process. Shares, not secrets.
+        return random.choices(versions, weights=[routing.routes[v] for v in versions])[0]  # noqa: S311
 
     def shadow(self, name: str) -> str | None:
         """Return the shadow version when this routed job is drawn into its sample, else None."""
         routing = self.routing(name)
         if routing is None or routing.shadow is None:
             return None
-        return routing.shadow.version if self._random.random() < routing.shadow.sample else None
+        return routing.shadow.version if random.random() < routing.shadow.sample else None  # noqa: S311
