@@ -284,6 +284,22 @@ def _routing_operations(busy: str) -> list[Op]:
             ok={200: json_answer("ShadowReport", "The shadow version's comparisons so far.")},
             errors={404: _UNKNOWN_MODEL, 429: busy, 503: _STORE_DOWN},
         ),
+        Op(
+            "delete", "/v1/models/{name}/versions/{version}", "retireVersion", "models",
+            "Retire a model version (admin)",
+            description="The version is unlisted at once and its files deleted; workers free its memory. "
+            "Jobs naming it are then refused, and any still queued for it fail.",
+            params=(_NAME, _VERSION), admin=True,
+            ok={204: {"description": "Retired: the version is no longer published."}},
+            errors={
+                404: _UNKNOWN_VERSION,
+                409: "The version is routed (a weight above 0, or the shadow) or is the model's default "
+                "(`conflict`): route its traffic elsewhere first; or another change of this model's "
+                "routing or versions is under way.",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
     ]  # fmt: skip
 
 

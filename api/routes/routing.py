@@ -1,4 +1,4 @@
-"""Routing routes: read and set a model's traffic weights and shadow, read the shadow's agreement."""
+"""Routing routes: read and set a model's traffic weights and shadow, read the shadow's agreement, retire."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from api.responses import json_response
 from api.services import Services, services
 from api.validation import MAX_DETAILS, parse_json
 from api.views import rfc3339
-from shared.errors import InvalidInput, UnsupportedMediaType
+from shared.errors import Conflict, InvalidInput, UnsupportedMediaType
+from shared.registry import bump_generation
 from shared.routing import Routing, RoutingChange, comparisons, model_lock, read_routing, write_routing
 
 bp = Blueprint("routing", __name__)
@@ -112,3 +113,34 @@ def get_shadow(name: str) -> Response:
             "mean_abs_diff": diff / compared if compared else None,
         }
     )
+
+
+@bp.delete("/v1/models/<name>/versions/<version>")
+def retire_version(name: str, version: str) -> Response:
+    """Retire a version no routing sends traffic to (admin); workers then free its memory."""
+    require_admin()
+    svc = services()
+    client = svc.store.client
+    with model_lock(client, name):
+        svc.registry.refresh()
+        svc.registry.get(name, version)  # unknown_model or unknown_version
+        routing = read_routing(client, name)
+        if routing is not None and routing.routed(version):
+            raise Conflict(
+                f"Version {version} of {name} is routed: PUT a routing without it (weight 0, not the "
+                "shadow) first, then retire it.",
+                [{"field": "version", "reason": "routed"}],
+            )
+        default = routing.heaviest() if routing is not None else svc.registry.default_version(name)
+        if version == default:
+            raise Conflict(
+                f"Version {version} is the default of {name}: route all traffic to another version first.",
+                [{"field": "version", "reason": "default version"}],
+            )
+        svc.registry.retire(name, version)
+        bump_generation(client)
+        if routing is not None and version in routing.routes:  # a weight of 0 names it still
+            kept = {v: w for v, w in routing.routes.items() if v != version}
+            write_routing(client, name, routing.model_copy(update={"routes": kept}), routing)
+    svc.routing.forget(name)
+    return Response(status=204)

@@ -22,7 +22,10 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 
-from shared.store import CANCELED, JobStore, NewJob, new_job_id
+from shared.celery_app import make_celery, send_chunks
+from shared.settings import Settings
+from shared.store import CANCELED, JobStore, NewJob, connect, new_job_id
+from shared.tasks import ChunkMessage
 from tests.integration.conftest import ADMIN_KEY, KEY, Api, error_of
 from tools.stack import Stack, free_port, http_status, wait_until
 
@@ -231,3 +234,45 @@ def test_metrics_count_jobs_records_and_latency_by_version(routed: Api, store: J
             assert 0 < value("infer_job_seconds_sum", model="iris", version=version) < 30 * count
         assert value("infer_jobs_total", model="iris", version=COPY, outcome="canceled") == 1
         assert value("infer_jobs_total", model="iris", version=OLD, outcome="failed") == 0
+
+
+def test_a_routed_version_cannot_be_retired_and_a_retired_one_is_served_no_more(
+    routed: Api, redis_url: str
+) -> None:
+    """409 while 1.3.0 is routed, shadow or default; 204 after: unlisted, refused, dropped by workers."""
+
+    def retire(version: str, key: str = ADMIN_KEY) -> Any:
+        return routed.request("DELETE", f"/v1/models/iris/versions/{version}", key=key)
+
+    assert routed.submit("iris", [ROWS[0]], version=SPARE, wait=30).json()["status"] == "succeeded"
+    _error(retire(SPARE, key=KEY), 403, "forbidden")
+    assert _put(routed, {OLD: 90, SPARE: 10}).status_code == 200
+    assert "routed" in _error(retire(SPARE), 409, "conflict")["message"]
+    assert _put(routed, {OLD: 100, SPARE: 0}, {"version": SPARE, "sample": 0.5}).status_code == 200
+    _error(retire(SPARE), 409, "conflict")
+    _error(retire(OLD), 409, "conflict")  # the default: the heaviest routed version
+    assert _put(routed, {OLD: 100, SPARE: 0}).status_code == 200
+    gone = retire(SPARE)
+    assert gone.status_code == 204, gone.text
+    assert SPARE not in routed.request("GET", "/v1/models/iris").json()["versions"]
+    assert routed.request("GET", "/v1/models/iris/routing").json()["routes"] == {OLD: 100}
+    _error(routed.submit("iris", [ROWS[0]], version=SPARE), 404, "unknown_version")
+    _error(_put(routed, {OLD: 50, SPARE: 50}), 422, "invalid_input")
+    _error(retire(SPARE), 404, "unknown_version")
+    # Jobs accepted for it just before it went, written and published as the intake does: once each
+    # worker process has looked at the registry again (at most a second later), they fail.
+    settings = Settings(redis_url=redis_url, queue_name=QUEUE)
+    store, celery = JobStore(connect(settings), settings), make_celery(settings)
+    owner = hashlib.sha256(KEY.encode()).hexdigest()[:32]
+
+    def a_late_job_fails() -> bool:
+        late = new_job_id()
+        store.create(NewJob(id=late, owner=owner, model="iris", version=SPARE, total=1, chunks=1))
+        send_chunks(
+            celery, QUEUE, [ChunkMessage(job=late, model="iris", version=SPARE, chunk=0, inputs=[ROWS[0]])]
+        )
+        ended = routed.wait_job(late)
+        return ended["status"] == "failed" and ended["error"]["code"] == "model_unavailable"
+
+    wait_until(a_late_job_fails, 15, "a job for the retired version to fail")
+    assert all(a_late_job_fails() for _ in range(4))
