@@ -1,14 +1,28 @@
-"""Session-wide fixtures: the example models trained once into a temporary registry."""
+"""Session-wide fixtures: the example models trained once, and the one real service all test folders share."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from models.train import train_breast_cancer, train_iris, train_scam_email
 from shared.registry import Registry
+from shared.settings import Settings
 from shared.storage import LocalStorage
+from shared.store import JobStore, connect
+from tests.service import Api, stack_env
+from tools.stack import Stack, free_port, http_status, wait_until
+
+# The service (a redis-server, Celery workers, the API under gunicorn, on loopback) is defined here, not in
+# a folder's conftest: a fixture defined in two conftests starts twice, once for each folder's tests.
+# Every stack made by stack_factory, in the order made: a test's own are the ones past its start.
+_MADE = pytest.StashKey[list[Stack]]()
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +40,95 @@ def registry(registry_path: Path) -> Registry:
     found = Registry(LocalStorage(registry_path))
     found.refresh()
     return found
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start one real redis-server for the session and return its URL."""
+    stack = Stack(tmp_path_factory.mktemp("redis"))
+    url = stack.start_redis(free_port())
+    yield url
+    stack.stop()
+
+
+def _kill(stacks: list[Stack]) -> None:
+    """End every process of the stacks at once: no test looks at them any more, so nothing waits."""
+    for stack in stacks:
+        stack.concurrency.clear()  # a supervisor must not start again what is being ended
+    procs = [proc for stack in stacks for proc in stack.procs.values() if proc.poll() is None]
+    for proc in procs:  # each was started in a session of its own: its group holds its children
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        proc.wait()
+    for stack in stacks:
+        stack.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def stack_factory(
+    pytestconfig: pytest.Config, redis_url: str, registry_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Stack]]:
+    """Make stacks of extra processes on the session's Redis; a test's own end with it, others at the end."""
+    made = pytestconfig.stash.setdefault(_MADE, [])
+
+    def make(**overrides: str) -> Stack:
+        stack = Stack(tmp_path_factory.mktemp("stack"), stack_env(redis_url, registry_path, **overrides))
+        made.append(stack)
+        return stack
+
+    yield make
+    _kill(made)
+
+
+@pytest.fixture(autouse=True)
+def _stacks_end_with_their_test(pytestconfig: pytest.Config) -> Iterator[None]:
+    """End the stacks a test (or its function-scoped fixtures) made, when it ends."""
+    # Session- and module-scoped fixtures are set up before this one, so their stacks are made before
+    # it counts and live on; a test's own would otherwise idle, polling Redis, until the session ends.
+    made = pytestconfig.stash.setdefault(_MADE, [])
+    before = len(made)
+    yield
+    own = made[before:]
+    del made[before:]
+    _kill(own)
+
+
+@pytest.fixture(scope="session")
+def service(stack_factory: Callable[..., Stack]) -> Stack:
+    """Start one worker of two processes and the API under gunicorn for the session."""
+    stack = stack_factory()
+    stack.start_worker("worker-main", 2)
+    stack.start_api(free_port())
+    return stack
+
+
+@pytest.fixture(scope="session")
+def api_base(service: Stack) -> str:
+    """Return the base URL of the session's API, once a worker consumes."""
+    base = service.urls["api"]
+    wait_until(lambda: http_status(base + "/readyz") == 200, 60, "a consuming worker")
+    return base
+
+
+@pytest.fixture
+def api(api_base: str, clean_redis: redis.Redis) -> Api:
+    """Return a client of the session's API with Redis emptied of jobs."""
+    return Api(api_base)
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> redis.Redis:
+    """Delete every job key, keeping the broker's bindings, so each test starts empty."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = [k for k in client.scan_iter(count=1000) if not k.startswith("_kombu")]
+    if keys:
+        client.delete(*keys)
+    return client
+
+
+@pytest.fixture
+def store(redis_url: str, clean_redis: redis.Redis) -> JobStore:
+    """Return the job store on the session's Redis."""
+    settings = Settings(redis_url=redis_url)
+    return JobStore(connect(settings), settings)

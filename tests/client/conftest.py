@@ -1,4 +1,4 @@
-"""The client's tests run against the real service of tests/integration: its fixtures, re-exported."""
+"""The client's tests run against the real service of tests/conftest.py, the one the integration tests use."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import redis
 from inference_client import Client
 from sklearn.datasets import load_breast_cancer
 
-from tests.integration import conftest as integration
+from tests.service import KEY, OTHER_KEY
 
-KEY = integration.KEY
-OTHER_KEY = integration.OTHER_KEY
-# The real service's session fixtures (redis-server, a worker, the API), found by pytest by name.
-redis_url = integration.redis_url
-stack_factory = integration.stack_factory
-service = integration.service
-api_base = integration.api_base
-clean_redis = integration.clean_redis
+__all__ = ["KEY", "OTHER_KEY", "breast_cancer_csv"]
 
 
 @pytest.fixture
