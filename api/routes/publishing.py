@@ -15,7 +15,6 @@ from api.intake import accept_publish
 from api.responses import json_response
 from api.services import Services, services
 from api.uploads import read_upload
-from api.validation import off_loop
 from api.views import job_urls, job_view
 from shared.errors import Conflict, InvalidInput, MaybeAccepted, NotFound, UnsupportedMediaType
 from shared.publishing import PublishMetadata, release_lock, take_lock
@@ -81,12 +80,13 @@ def publish_version(name: str) -> Response:
             )
         try:
             _refuse_published(svc, name, version)  # it may have been published while this one arrived
-            off_loop(svc.registry.put_upload, job_id, upload.files)
+            # On the event loop: an S3 client's pooled connections belong to it (no thread may borrow them).
+            svc.registry.put_upload(job_id, upload.files)
             accepted = accept_publish(svc, current_owner(), name, version, job_id)
         except MaybeAccepted:
             raise  # the job may exist and will need its upload and its lock
         except BaseException:
-            off_loop(_let_go, svc, name, version, job_id)
+            _let_go(svc, name, version, job_id)
             raise
     headers = {"Location": job_urls(job_id)["get"]}
     return json_response(job_view(accepted.record), 202, headers)
