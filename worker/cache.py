@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
-import shutil
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +49,6 @@ def load_predictor(root: Path, manifest: Manifest) -> Predictor:
 class _Loaded:
     predictor: Predictor
     size: int
-    download: Path | None  # the artifact's copy in the cache folder, deleted with the entry
 
 
 class ModelCache:
@@ -70,7 +68,6 @@ class ModelCache:
         self._loaded: OrderedDict[Key, _Loaded] = OrderedDict()
         self._failed: dict[Key, ModelLoadError] = {}
         self._lock = threading.RLock()
-        self._downloads: Path | None = None
 
     @property
     def loaded_bytes(self) -> int:
@@ -127,56 +124,36 @@ class ModelCache:
             return
         listed = {(m.name, m.version) for m in self.registry.all()}
         for key in [k for k in self._loaded if k not in listed]:
-            self._drop(key)
+            del self._loaded[key]
             log.info("dropped %s %s (no longer published)", *key)
         self._failed.clear()  # the registry changed: a version that failed may load now
 
     def _load(self, manifest: Manifest, evict: bool) -> _Loaded | None:
         key = (manifest.name, manifest.version)
-        download: Path | None = None
         remote = self.registry.storage.local_path(f"{key[0]}/{key[1]}/{manifest.artifact}") is None
-        try:
-            # A folder's artifact is read where it is: the cache folder is made only for downloads.
-            artifact = self.registry.artifact_path(manifest, self._download_folder() if remote else Path())
-            download = artifact if remote else None
-            size = artifact.stat().st_size
-            if size > self.max_bytes:
-                raise ModelLoadError(
-                    f"{key[0]} {key[1]}: its artifact ({size} bytes) is over INFER_WORKER_MODEL_BYTES "
-                    f"({self.max_bytes}): raise it to serve this version"
-                )
-            if not evict and self.loaded_bytes + size > self.max_bytes:
-                self._discard(download)
+        # A folder's artifact is read where it is; a download is kept only until the model is loaded.
+        with tempfile.TemporaryDirectory(prefix="infer-model-") if remote else nullcontext("") as downloads:
+            try:
+                artifact = self.registry.artifact_path(manifest, Path(downloads))
+                size = artifact.stat().st_size
+                if size > self.max_bytes:
+                    raise ModelLoadError(
+                        f"{key[0]} {key[1]}: its artifact ({size} bytes) is over INFER_WORKER_MODEL_BYTES "
+                        f"({self.max_bytes}): raise it to serve this version"
+                    )
+                if not evict and self.loaded_bytes + size > self.max_bytes:
+                    return None
+                while self._loaded and self.loaded_bytes + size > self.max_bytes:
+                    dropped = next(iter(self._loaded))
+                    del self._loaded[dropped]
+                    log.info("evicted %s %s (least recently used)", *dropped)
+                entry = _Loaded(_construct(manifest, artifact), size)
+            except Unavailable as exc:  # the storage did not answer: try again at the next need
+                raise ModelLoadError(f"{key[0]} {key[1]}: {exc.message}") from exc
+            except ModelLoadError as exc:
+                log.error("%s", exc.message)
+                self._failed[key] = exc
                 return None
-            while self._loaded and self.loaded_bytes + size > self.max_bytes:
-                dropped = next(iter(self._loaded))
-                self._drop(dropped)
-                log.info("evicted %s %s (least recently used)", *dropped)
-            entry = _Loaded(_construct(manifest, artifact), size, download)
-        except Unavailable as exc:  # the storage did not answer: try again at the next need
-            self._discard(download)
-            raise ModelLoadError(f"{key[0]} {key[1]}: {exc.message}") from exc
-        except ModelLoadError as exc:
-            self._discard(download)
-            log.error("%s", exc.message)
-            self._failed[key] = exc
-            return None
         self._loaded[key] = entry
         log.info("loaded %s %s (%s)", *key, manifest.runtime)
         return entry
-
-    def _drop(self, key: Key) -> None:
-        entry = self._loaded.pop(key)
-        self._discard(entry.download)
-
-    @staticmethod
-    def _discard(download: Path | None) -> None:
-        if download is not None:
-            download.unlink(missing_ok=True)
-
-    def _download_folder(self) -> Path:
-        """Return this process's folder of downloaded artifacts, made on first need."""
-        if self._downloads is None:
-            self._downloads = Path(tempfile.mkdtemp(prefix="infer-models-"))
-            atexit.register(shutil.rmtree, self._downloads, True)
-        return self._downloads
