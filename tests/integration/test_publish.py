@@ -87,8 +87,12 @@ class Publishing:
         job: dict[str, Any] = answer.json()
         assert job["kind"] == "publish"
         assert answer.headers["Location"] == f"/v1/jobs/{job['id']}"
+        return self.wait(job["id"])
+
+    def wait(self, job_id: str) -> dict[str, Any]:
+        """Return a job of the admin key once it has ended."""
         for _ in range(6):  # publishing may outlast one long-poll on a busy machine
-            job = self.api.request("GET", f"/v1/jobs/{job['id']}?wait=60", key=ADMIN_KEY).json()
+            job: dict[str, Any] = self.api.request("GET", f"/v1/jobs/{job_id}?wait=60", key=ADMIN_KEY).json()
             if job["status"] not in ("queued", "running"):
                 break
         return job
@@ -394,3 +398,40 @@ def test_a_version_published_over_http_into_a_bucket_is_served_and_its_upload_dr
         stack.stop_worker("worker-publish-s3")
     finally:
         server.stop()
+
+
+def _readme_block(marker: str) -> list[str]:
+    """Return the lines of the README's shell block that holds the marker."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```sh\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return block.rstrip("\n").split("\n")
+
+
+def test_the_readmes_publish_commands_publish_iris_1_1_0_and_1_2_0(
+    service: Publishing, tmp_path: Path
+) -> None:
+    """The README's lines, run as printed (curl, python -m models.publish), publish retrained iris."""
+    root = Path(__file__).resolve().parents[2]
+    lines = _readme_block("iris/versions")
+    poll = lines.pop()
+    assert "<id>" in poll
+    env = {**os.environ, "ADMIN": f"Authorization: Bearer {ADMIN_KEY}", "ADMIN_KEY": ADMIN_KEY,
+           "API": service.api.base, "PYTHONPATH": str(root)}  # fmt: skip
+    script = "\n".join(line.replace(".venv/bin/python", sys.executable) for line in lines)
+    done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    accepted = json.loads(done.stdout)
+    assert accepted["kind"] == "publish"
+    job = service.wait(accepted["id"])
+    assert job["status"] == "succeeded", job
+    assert job["outputs"][0]["version"] == "1.1.0"
+    service.listed("iris", "1.1.0")
+    command = "\n".join(_readme_block("-m models.publish")).replace(".venv/bin/python", sys.executable)
+    command = command.replace("--version 1.1.0", "--version 1.2.0")
+    published = subprocess.run(["bash", "-ec", command], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=600, check=False)  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout)["version"] == "1.2.0"
+    service.listed("iris", "1.2.0")
