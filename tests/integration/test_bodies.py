@@ -20,14 +20,9 @@ BULK_LIMIT = 200_000
 
 
 @pytest.fixture(scope="module")
-def limited(stack_factory: Callable[..., Stack]) -> Api:
-    """Start an API whose JSON bodies may be 20 KB and CSV bodies 200 KB, with a worker."""
-    stack = stack_factory(
-        INFER_QUEUE_NAME="bodies",
-        INFER_MAX_BODY_BYTES=str(JSON_LIMIT),
-        INFER_MAX_BULK_BODY_BYTES=str(BULK_LIMIT),
-    )
-    stack.start_worker("worker-bodies", 1)
+def limited(stack_factory: Callable[..., Stack], api_base: str) -> Api:
+    """Start an API whose JSON bodies may be 20 KB and CSV bodies 200 KB, served by the session's worker."""
+    stack = stack_factory(INFER_MAX_BODY_BYTES=str(JSON_LIMIT), INFER_MAX_BULK_BODY_BYTES=str(BULK_LIMIT))
     return Api(stack.start_api(free_port()))
 
 

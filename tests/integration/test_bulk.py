@@ -22,10 +22,16 @@ def _csv(features: list[str], rows: np.ndarray) -> bytes:
     return buffer.getvalue().encode()
 
 
+@pytest.fixture(scope="module")
+def chunked_base(stack_factory: Any, api_base: str) -> str:
+    """Start an API that splits jobs into chunks of 100 records, served by the session's worker."""
+    return stack_factory(INFER_CHUNK_SIZE="100", INFER_INLINE_LIMIT="50").start_api(free_port())
+
+
 @pytest.fixture
-def chunked(stack_factory: Any, api: Api) -> Api:
-    """Return a client of an API that splits jobs into chunks of 100 records."""
-    return Api(stack_factory(INFER_CHUNK_SIZE="100", INFER_INLINE_LIMIT="50").start_api(free_port()))
+def chunked(chunked_base: str, clean_redis: redis.Redis) -> Api:
+    """Return a client of the chunking API, with Redis emptied of jobs."""
+    return Api(chunked_base)
 
 
 def test_a_csv_job_in_many_chunks_streams_every_output_in_input_order(chunked: Api, registry: Any) -> None:

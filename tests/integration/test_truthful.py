@@ -96,20 +96,15 @@ def test_messages_taken_off_the_queue_and_never_held_are_published_again_within_
 
 
 def test_a_job_written_by_an_api_killed_before_it_published_still_runs(
-    stack_factory: Callable[..., Stack], clean_redis: redis.Redis
+    api: Api, store: JobStore, clean_redis: redis.Redis
 ) -> None:
     """A record with no message (the API died between the two) is published by the reaper and runs."""
-    queue = "orphan"
-    stack, api = _stack(stack_factory, queue)
-    stack.start_worker("worker-orphan", 1)
-    wait_until(lambda: http_status(api.base + "/readyz") == 200, 60, "a consuming worker")
-    settings = Settings(redis_url=stack.env["INFER_REDIS_URL"], queue_name=queue)
-    store = JobStore(connect(settings), settings)
+    # The session's queue: its worker's reaper looks for such records every INFER_REDELIVERY_S too.
     job_id = new_job_id()
     new = NewJob(id=job_id, owner=_owner(KEY), model="iris", version="1.0.0", total=1, chunks=1)
     created = store.create(new, np.asarray([ROW], dtype=np.float32).tobytes())
     assert created.outcome == "created"
-    assert clean_redis.llen(queue) == 0  # no message anywhere
+    assert clean_redis.llen(store.queue) == 0  # no message anywhere
     job = api.wait_job(job_id, seconds=20)
     assert job["status"] == "succeeded"
     assert job["outputs"][0]["label"] == "versicolor"
