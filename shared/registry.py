@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from shared.errors import Conflict, ModelLoadError, ServiceError, UnknownModel, UnknownVersion
 from shared.settings import Settings
@@ -123,7 +123,11 @@ class Registry:
 
     def _manifest(self, key: str) -> Manifest | None:
         raw = self.storage.get(key)
-        return None if raw is None else Manifest.model_validate_json(raw)
+        try:
+            return None if raw is None else Manifest.model_validate_json(raw)
+        except ValidationError as exc:  # one unreadable manifest must not hide every other version
+            log.error("%s is not a manifest, its version is not listed: %s", key, exc)
+            return None
 
     def names(self) -> list[str]:
         """Return the published model names, sorted."""

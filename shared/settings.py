@@ -102,6 +102,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator(
+        "registry_url", "s3_endpoint_url", "s3_access_key", "s3_secret_key", "s3_region", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes ${VAR:-} as an empty string: that means the setting is not given.
+        return None if value == "" else value
+
     @field_validator("api_key_hashes", "admin_key_hashes", mode="before")
     @classmethod
     def _split_hashes(cls, value: object) -> object:

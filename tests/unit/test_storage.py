@@ -130,6 +130,11 @@ def test_a_version_is_added_files_first_manifest_last_and_the_first_becomes_the_
     again = Registry(LocalStorage(tmp_path / "registry"))
     again.refresh()
     assert again.get("flowers", "1.1.0") == second
+    # A manifest cut short (a copy in progress) hides its own version only.
+    storage.put("flowers/1.1.0/manifest.json", b'{"name": "flowers", "vers')
+    fresh = Registry(LocalStorage(tmp_path / "registry"))
+    fresh.refresh()
+    assert fresh.versions("flowers") == ["1.0.0"]
 
 
 def test_a_version_whose_files_fail_to_store_is_never_listed(registry: Registry, tmp_path: Path) -> None:
