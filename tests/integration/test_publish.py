@@ -38,6 +38,7 @@ from tools.stack import Stack, free_port, http_status, wait_until
 
 MODEL = "breast-cancer"
 QUEUE = "publishing-tests"
+MULTIPART_B = "multipart/form-data; boundary=b"
 # Small enough that an upload a little over it is quick to send, large enough for every other upload.
 UPLOAD_LIMIT = 2 * 1024 * 1024
 
@@ -271,6 +272,10 @@ def test_uploads_the_api_refuses_are_answered_at_once_leaving_nothing(
         (service.upload(MODEL, files["forest.skops"], metadata, key=KEY), 403, "forbidden", "Authorization"),
         (service.api.request("POST", f"/v1/models/{MODEL}/versions", key=ADMIN_KEY, json=metadata), 415,
          "unsupported_media_type", None),
+        (service.api.request("POST", f"/v1/models/{MODEL}/versions", key=ADMIN_KEY, data=b"--b\r\nno part",
+                             headers={"Content-Type": MULTIPART_B}), 400, "invalid_json", None),
+        (service.upload(MODEL, files["forest.skops"], {**metadata, "description": "x" * 70_000}), 413,
+         "payload_too_large", "metadata"),
     ]  # fmt: skip
     for answer, status, code, field in refusals:
         error = error_of(answer.status_code, answer.json(), answer.text, status, code)
@@ -296,7 +301,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(
 
     streamed = service.api.request(
         "POST", f"/v1/models/{MODEL}/versions", key=ADMIN_KEY, data=chunks(),
-        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        headers={"Content-Type": MULTIPART_B},
     )  # fmt: skip
     error_of(streamed.status_code, streamed.json(), streamed.text, 413, "payload_too_large")
     service.left_nothing(MODEL, "4.0.0")
