@@ -156,6 +156,8 @@ def test_a_rollback_takes_effect_on_every_api_process_within_a_second(routed: Ap
     """After a PUT back to 1.0.0, no job sent over 1.5 s later is served by 1.1.0, on either API process."""
     assert _put(routed, {COPY: 100}).status_code == 200
     wait_until(lambda: routed.submit("iris", [ROWS[0]]).json()["version"] == COPY, 5, "1.1.0 serving")
+    model = "/v1/models/iris"
+    wait_until(lambda: routed.request("GET", model).json()["version"] == COPY, 5, "1.1.0 the default")
     assert _put(routed, {OLD: 100}).status_code == 200
     rolled_back = time.monotonic()
     late: list[float] = []
