@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -261,16 +260,6 @@ def _upload_folder(job_id: str) -> str:
     if not job_id or "/" in job_id or job_id.startswith("."):
         raise ValueError(f"not a job id: {job_id!r}")
     return f"{UPLOADS}/{job_id}/"
-
-
-def write_version(root: Path, manifest: Manifest, make_default: bool = True) -> Path:
-    """Write a manifest into its version folder and mark it the default version if asked."""
-    folder = root / manifest.name / manifest.version
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n")
-    if make_default:
-        (root / manifest.name / DEFAULT_FILE).write_text(manifest.version + "\n")
-    return folder
 
 
 def make_registry(settings: Settings) -> Registry:
