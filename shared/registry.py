@@ -185,8 +185,8 @@ class Registry:
             raise Conflict(f"{name} {version} is published already: publish another version.")
         for filename, path in files.items():
             self.storage.put_file(f"{folder}/{filename}", path)
-        default = self.storage.get(f"{name}/{DEFAULT_FILE}")
-        if default is None or self.storage.get(f"{name}/{default.decode().strip()}/{MANIFEST}") is None:
+        default = (self.storage.get(f"{name}/{DEFAULT_FILE}") or b"").decode(errors="replace").strip()
+        if not VERSION_RE.match(default) or self.storage.get(f"{name}/{default}/{MANIFEST}") is None:
             self.storage.put(f"{name}/{DEFAULT_FILE}", f"{version}\n".encode())
         self.storage.put(f"{folder}/{MANIFEST}", manifest.model_dump_json(indent=2).encode() + b"\n")
         self.refresh()
