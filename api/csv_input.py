@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api.bodies import Readable
-from api.validation import check_records, check_table, off_loop
+from api.validation import check_rows, off_loop
 from shared.chunks import Records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
@@ -155,7 +155,8 @@ def _blocks(stream: Readable, digest: Digest, ahead: bytes) -> Iterator[bytes]:
 
 def _numeric_tables(
     blocks: Iterator[bytes], manifest: Manifest, columns: list[str]
-) -> Iterator[npt.NDArray[np.float32]]:
+) -> Iterator[npt.NDArray[np.float64]]:
+    """Yield the body's rows block by block as tables of numbers in feature order, not yet checked."""
     order = [columns.index(f) for f in manifest.features]
     reorder = order != list(range(len(order)))
     # A longer row is refused before it is read whole, let alone parsed.
@@ -171,8 +172,7 @@ def _numeric_tables(
         if lines.strip():
             _decode(lines)  # a cut at a newline never splits a UTF-8 character
             table = _table(lines, columns, row)
-            table = np.ascontiguousarray(table[:, order]) if reorder else table
-            yield check_table(manifest, table, row)
+            yield np.ascontiguousarray(table[:, order]) if reorder else table
             row += len(table)
         if len(rest) > row_limit:
             reason = f"longer than {row_limit} bytes: expected {len(columns)} columns"
@@ -201,12 +201,12 @@ def _text_rows(raw: bytes, max_records: int) -> list[list[str]]:
     return rows
 
 
-def _text_tables(blocks: Iterator[bytes], manifest: Manifest, max_records: int) -> Iterator[list[Any]]:
+def _text_tables(blocks: Iterator[bytes], max_records: int) -> Iterator[list[Any]]:
+    """Yield the body's rows of one text cell each, all at once, not yet checked."""
     # Quoted text may hold newlines, so text bodies are read whole (they are bounded by the body limit).
     raw = b"".join(blocks)
     large = len(raw) > OFF_LOOP_BYTES
-    rows = off_loop(_text_rows, raw, max_records) if large else _text_rows(raw, max_records)
-    yield check_records(manifest, rows)
+    yield off_loop(_text_rows, raw, max_records) if large else _text_rows(raw, max_records)
 
 
 def csv_chunks(
@@ -216,13 +216,13 @@ def csv_chunks(
     header, ahead = _split_header(stream, digest, manifest)
     columns = _header(_without_bom(header), manifest)
     blocks = _blocks(stream, digest, ahead)
-    tables: Iterator[Records] = (
-        _text_tables(blocks, manifest, max_records)
-        if manifest.is_text
-        else _numeric_tables(blocks, manifest, columns)
+    # Parsed here, checked by the rules JSON records meet: rows go on to validation, never back.
+    parsed: Iterator[list[Any] | npt.NDArray[np.float64]] = (
+        _text_tables(blocks, max_records) if manifest.is_text else _numeric_tables(blocks, manifest, columns)
     )
     seen = 0
-    for table in tables:
+    for rows in parsed:
+        table = check_rows(manifest, rows, seen)
         seen += len(table)
         if seen > max_records:
             raise _too_many(max_records)

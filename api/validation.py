@@ -22,6 +22,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.webhooks import WebhookBody
+from shared.chunks import Records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
 
@@ -329,7 +330,14 @@ def check_records(manifest: Manifest, records: list[Any], first: int = 0) -> lis
     return _check(manifest, rules, records, first)
 
 
-def check_table(manifest: Manifest, table: npt.NDArray[np.float64], first: int) -> npt.NDArray[np.float32]:
+def check_rows(manifest: Manifest, rows: list[Any] | npt.NDArray[np.float64], first: int) -> Records:
+    """Return parsed rows (a table of numbers, or records) in feature order, or raise naming each bad one."""
+    if isinstance(rows, np.ndarray):
+        return _check_table(manifest, rows, first)
+    return check_records(manifest, rows, first)
+
+
+def _check_table(manifest: Manifest, table: npt.NDArray[np.float64], first: int) -> npt.NDArray[np.float32]:
     """Return rows of numbers in feature order as float32, or raise InvalidInput naming each bad one.
 
     The rules are the JSON records' (check_records), checked on the whole table at once when the
