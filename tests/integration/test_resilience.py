@@ -153,12 +153,11 @@ def test_redis_restarted_mid_run_completes_every_accepted_job(
 
 
 def test_api_process_killed_while_clients_retry_creates_no_job_twice(
-    stack_factory: Callable[..., Stack], clean_redis: redis.Redis
+    stack_factory: Callable[..., Stack], api_base: str, clean_redis: redis.Redis
 ) -> None:
     """Gunicorn workers are SIGKILLed while clients retry with Idempotency-Key: one job a key, all done."""
-    stack = stack_factory(INFER_QUEUE_NAME="apikill")
+    stack = stack_factory()  # an API of its own to kill; the session's worker runs the jobs
     base = stack.start_api(free_port(), processes=2)
-    stack.start_worker("worker-apikill", 2)
     master = stack.procs["api"].pid
 
     def submit(i: int) -> set[str]:
