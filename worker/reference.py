@@ -75,7 +75,7 @@ def bins(values: npt.NDArray[np.float64]) -> dict[str, Any]:
     return {"edges": edges.tolist(), "shares": (counts / values.size).round(6).tolist()}
 
 
-def _vocabulary(estimator: Any) -> tuple[Any, set[str]] | None:
+def text_vocabulary(estimator: Any) -> tuple[Any, set[str]] | None:
     """Return the analyzer and vocabulary of the text vectorizer an estimator holds, if any."""
     steps = [step for _, step in getattr(estimator, "steps", [])] or [estimator]
     for step in steps:
@@ -85,7 +85,7 @@ def _vocabulary(estimator: Any) -> tuple[Any, set[str]] | None:
 
 
 def _text_statistics(texts: list[str], estimator: Any) -> dict[str, Any]:
-    found = _vocabulary(estimator) if estimator is not None else None
+    found = text_vocabulary(estimator) if estimator is not None else None
     outside: float | None = None
     if found is not None:
         analyze, vocabulary = found

@@ -36,6 +36,11 @@ class SklearnPredictor:
             )
         self._estimator = sio.load(artifact, trusted=untrusted)
 
+    @property
+    def estimator(self) -> Any:
+        """Return the loaded estimator (drift counting reads a text vectorizer's vocabulary from it)."""
+        return self._estimator
+
     def scores(self, records: Records) -> Scores:
         """Return class probabilities or values, one row a record."""
         rows = as_matrix(self.manifest, records)
