@@ -28,11 +28,11 @@ redis:
 	  echo "installing redis-server from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-# The /docs page is tested in a real headless Chromium.
+# The /docs page and the web app are tested in a real headless Chromium (the app through chromedriver).
 browser:
-	@command -v chromium >/dev/null || { \
-	  echo "installing chromium from Debian's packages"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 run: $(BIN)/.installed models redis
 	$(BIN)/python -m tools.run
