@@ -113,7 +113,7 @@ async function saveRouting(event) {
     $("routing-status").textContent = `Saved: ${Object.entries(saved.routes).map(([v, w]) => `${v} ${w} %`).join(", ")}.`;
     await showVersions();
   } catch (error) {
-    $("routing-status").textContent = "Not saved.";
+    $("routing-status").textContent = `Not saved: ${error.message}`;
     showError(error);
   }
 }
@@ -142,7 +142,7 @@ async function publish(event) {
     status.textContent = `Publishing as job ${job.id}: follow it below.`;
     followJob(job);
   } catch (error) {
-    status.textContent = "Not published.";
+    status.textContent = `Not published: ${error.message}`;
     showError(error);
   }
 }
