@@ -13,6 +13,7 @@ from api.limits import OpenRequests, StoreCapacity
 from api.metrics import Metrics
 from api.publisher import CoalescingPublisher
 from api.routes import docs, events, health, jobs, models, publishing, routing, web, webhooks
+from api.routes import watch as watching
 from api.routing import RoutingTable
 from api.services import EXTENSION, Services, WorkerProbe, services
 from api.waiter import CompletionWaiter
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         models.bp,
         publishing.bp,
         routing.bp,
+        watching.bp,
         webhooks.bp,
         health.bp,
         docs.bp,

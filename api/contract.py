@@ -14,6 +14,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from api.routes.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from shared.drift import BUCKET_S, KEEP_S
 from shared.errors import ErrorCode
 from shared.publishing import PublishMetadata
 from shared.registry import NAME_RE
@@ -21,6 +22,7 @@ from shared.routing import Shadow
 from shared.store import JobStatus
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_LOG_LIMIT = 1_000
 # Where the OpenAPI document keeps the models' schemas.
 REF = "#/components/schemas/{model}"
 
@@ -265,6 +267,74 @@ class DeliveryList(Answer):
     deliveries: list[Delivery]
 
 
+class DriftFeature(Answer):
+    """One feature's served values against the reference, over the window's records."""
+
+    name: str = Field(
+        description="The feature; a text model's are `text.length` and `text.out_of_vocabulary`.",
+        examples=["petal_length"],
+    )
+    psi: float | None = Field(
+        ge=0, description="Population stability index over the reference's bins; null without records."
+    )
+    ks: float | None = Field(
+        ge=0,
+        le=1,
+        description="Largest gap of the binned cumulative shares (Kolmogorov-Smirnov); null without.",
+    )
+    drift: bool = Field(description="Whether psi or ks reached its threshold.")
+    psi_threshold: float | None = Field(
+        description="0.2, or more when few records leave room for noise (1% false alarms)."
+    )
+    ks_threshold: float | None = Field(
+        description="0.1, or the KS test's critical value at 1% when it is larger (few records)."
+    )
+
+
+class PredictionDrift(Answer):
+    """The predictions' shares (labels, or bins of values) against the reference's."""
+
+    psi: float | None = Field(ge=0, description="Population stability index; null without records.")
+    drift: bool = Field(description="Whether psi reached its threshold (as a feature's).")
+    reference: dict[str, float] = Field(description="Share of each label (or bin) on the reference rows.")
+    current: dict[str, float] = Field(description="Share of each label (or bin) in the window.")
+
+
+class DriftReport(Answer):
+    """How a version's served records and predictions in a window compare with its reference."""
+
+    model: str = Field(examples=["iris"])
+    version: str = Field(examples=["1.0.0"])
+    window_s: int = Field(
+        description="The window, in seconds up to now (whole minutes, the current one too)."
+    )
+    reference_rows: int = Field(ge=0, description="Rows the reference statistics were frozen from.")
+    current_rows: int = Field(ge=0, description="Records of this version served in the window.")
+    features: list[DriftFeature]
+    prediction: PredictionDrift | None = Field(description="Null for a version without a reference.")
+    drifted_share: float | None = Field(
+        ge=0, le=1, description="Share of the features that drift; null without records or reference."
+    )
+    dataset_drift: bool = Field(description="Whether at least half of the features drift.")
+    note: str | None = Field(description="Why there is nothing to compare, when there is not; else null.")
+
+
+class PredictionLogEntry(Answer):
+    """One line of the prediction log: a sampled served record, or a job that failed."""
+
+    id: str = Field(pattern=r"^\d+-\d+$", description="The entry's id; pass it as `cursor` for older ones.")
+    job: str = Field(pattern=JOB_ID_PATTERN)
+    version: str = Field(examples=["1.0.0"])
+    at: datetime = Field(description="When the record's output (or the failure) was recorded.")
+    key: str = Field(description="The key id (owner) of the job's API key, never the key.")
+    input: dict[str, Any] | None = Field(description="The record by feature name; null when not known.")
+    output: ClassificationOutput | RegressionOutput | None = Field(
+        description="Its output; null for a failure."
+    )
+    latency_ms: float = Field(ge=0, description="From the job's submission to this entry.")
+    error: JobError | None = Field(description="Why the job failed; null for a served record.")
+
+
 def _reference_is_a_file(schema: dict[str, Any]) -> None:
     """Give the optional reference part a file's schema, not a null branch generators cannot send."""
     schema["properties"]["reference"] = {
@@ -299,6 +369,29 @@ class ListQuery(BaseModel):
     )
 
 
+class DriftQuery(BaseModel):
+    """The query of GET /v1/models/{name}/versions/{version}/drift."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: int = Field(
+        default=3_600, ge=BUCKET_S, le=KEEP_S, description="Compare the records served in this many seconds."
+    )
+
+
+class PredictionLogQuery(BaseModel):
+    """The query of GET /v1/models/{name}/predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=100, ge=1, le=MAX_LOG_LIMIT, description="Entries on a page.")
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,20}-\d{1,20}$",
+        description="The `id` of the last entry of the previous page (its `Next-Cursor` header).",
+    )
+
+
 class PollQuery(BaseModel):
     """The query of GET /v1/jobs/{job_id}."""
 
@@ -309,5 +402,5 @@ class PollQuery(BaseModel):
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Job, JobList, Model, ModelList, ModelRouting, ShadowReport, Error, Health, Readiness,
-    WebhookSecret, DeliveryList,
+    WebhookSecret, DeliveryList, DriftReport, PredictionLogEntry,
 )  # fmt: skip

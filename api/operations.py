@@ -8,7 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api.contract import JOB_ID_PATTERN, REF, ContractSchema, ListQuery, PollQuery
+from api.contract import (
+    JOB_ID_PATTERN,
+    MAX_LOG_LIMIT,
+    REF,
+    ContractSchema,
+    DriftQuery,
+    ListQuery,
+    PollQuery,
+    PredictionLogQuery,
+)
 from api.routes.jobs import MAX_LIST_LIMIT
 from shared.registry import NAME_RE, VERSION_RE
 from shared.settings import Settings
@@ -329,6 +338,55 @@ def _webhook_operations(limits: Limits, busy: str) -> list[Op]:
     ]  # fmt: skip
 
 
+def _watch_operations(limits: Limits, busy: str) -> list[Op]:
+    """Return the operations that watch what a model's versions serve: drift and the prediction log."""
+    return [
+        Op(
+            "get", "/v1/models/{name}/versions/{version}/drift", "getDrift", "watching",
+            "Compare a version's served records with its reference (admin)",
+            description="Every record a version serves is counted in the bins of the reference frozen "
+            "when it was published (ten quantile bins a feature; a text's length and its tokens outside "
+            "the vocabulary; the predictions' labels or value bins), by the minute, kept a day. For each "
+            "feature: PSI (an empty bin's share taken as 0.0001) and KS (the largest gap of the binned "
+            "cumulative shares). A feature drifts when PSI >= 0.2 or KS >= 0.1, each threshold raised when "
+            "few records leave room for noise (1% false alarms); the dataset drifts when half the features "
+            "do. A version published without reference rows answers no features and a `note`.",
+            params=(_NAME, _VERSION, *_query(DriftQuery)), admin=True,
+            ok={200: json_answer("DriftReport", "The version's drift over the window.")},
+            errors={
+                404: _UNKNOWN_VERSION,
+                422: "`window_s` is not a whole number of 60 to 86400 seconds, or the query has another "
+                "parameter (`invalid_input`).",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+        Op(
+            "get", "/v1/models/{name}/predictions", "listPredictions", "watching",
+            "Read a model's prediction log, newest first (admin)",
+            description="A sample of the records its versions served (the share INFER_PREDICTION_LOG_RATE) "
+            "and every job a worker ended failed, at most INFER_PREDICTION_LOG_MAX entries a model, the "
+            "oldest dropped. Each line is a `PredictionLogEntry`; `key` is the key id, never the key. A full "
+            "page has a `Next-Cursor` header: pass it as `cursor` for older entries.",
+            params=(_NAME, *_query(PredictionLogQuery)), admin=True,
+            ok={
+                200: {
+                    **_text("application/x-ndjson", description="An entry a line, newest first."),
+                    "headers": {"Next-Cursor": {"description": "The `cursor` of the next page, when this "
+                                                "one is full.", "schema": {"type": "string"}}},
+                }
+            },
+            errors={
+                404: _UNKNOWN_MODEL,
+                422: f"`limit` is not 1 to {MAX_LOG_LIMIT}, `cursor` is not an entry's id, or the query has "
+                "another parameter (`invalid_input`).",
+                429: busy,
+                503: _STORE_DOWN,
+            },
+        ),
+    ]  # fmt: skip
+
+
 def _publish_operation(limits: Limits, busy: str) -> Op:
     """Return the operation that publishes a new version of a model (or a new model)."""
     parts = {"artifact": "application/octet-stream", "metadata": "application/json", "reference": "text/csv"}
@@ -416,6 +474,7 @@ def operations(settings: Settings) -> list[Op]:
         ),
         _publish_operation(limits, busy),
         *_routing_operations(busy),
+        *_watch_operations(limits, busy),
         Op(
             "post", "/v1/models/{name}/jobs", "submitJob", "jobs", "Submit a prediction job",
             description="Checks every record against the model's input schema, then queues the job. A JSON "
@@ -509,5 +568,6 @@ TAGS = {
     "models": "What is published, and each version's schemas.",
     "jobs": "Submit, poll, cancel and list prediction jobs; read their outputs.",
     "operations": "Liveness, readiness and metrics, without a key.",
+    "watching": "What the versions serve, for admins: drift against the reference and the prediction log.",
     "webhooks": "Signed deliveries of a job's events to a URL: the key's secret and each job's attempts.",
 }

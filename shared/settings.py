@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_threads: int = Field(default=16, gt=0)
     webhook_per_host: int = Field(default=4, gt=0)
+    # The prediction log (GET /v1/models/{name}/predictions): the share of served records a worker
+    # adds to it (every failed job is added whatever the share) and the entries kept per model.
+    prediction_log_rate: float = Field(default=0.01, ge=0, le=1)
+    prediction_log_max: int = Field(default=10_000, gt=0)
 
     @field_validator("webhook_allowed_networks", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ import redis
 
 from shared import store_scripts as scripts
 from shared.settings import Settings
+from shared.watch import WATCH_CHUNK, ChunkWatch
 
 
 class JobStatus(StrEnum):
@@ -132,6 +133,8 @@ class FinishedChunk:
     outputs: bytes
     count: int
     predict_ms: float
+    # Its records' drift counts and sampled log entries, written in the same round trip.
+    watch: ChunkWatch | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class JobStore:
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH_CHUNK)
         self._end = client.register_script(scripts.END)
+        self._watch = client.register_script(WATCH_CHUNK)
 
     def create(self, job: NewJob, inputs: bytes = b"", input_bytes: int = 0) -> Created:
         """Write a queued job, with its one input chunk if given, unless a limit refuses it.
@@ -317,6 +321,9 @@ class JobStore:
         pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
         for done in chunks:
+            if done.watch is not None:  # before the outputs are recorded, so it sees whether they were
+                watch = done.watch
+                self._watch(keys=watch.keys(done.job), args=watch.args(done.chunk, now), client=pipe)
             keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in", f"pending:{self.queue}"]
             args: list[str | int | bytes] = [
                 done.chunk, done.outputs, done.count, f"{done.predict_ms:.3f}", now, self.retention_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -14,16 +15,23 @@ from shared.chunks import Records, as_rows, decode_records
 from shared.errors import ModelLoadError
 from shared.store import FAILED, RUNNING, FinishedChunk, JobStore
 from shared.tasks import ChunkMessage
+from shared.watch import ChunkWatch
 from worker.cache import ModelCache
-from worker.runtimes.base import Predictor, ndjson
+from worker.drift import Watcher
+from worker.runtimes.base import Predictor, Scores, ndjson
 
 log = logging.getLogger(__name__)
 
 Work = tuple[ChunkMessage, Records]
 
 
-def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessage]) -> int:
-    """Predict every chunk whose job may still run and record its outputs; return how many ran."""
+def run_chunks(
+    store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessage], watcher: Watcher | None = None
+) -> int:
+    """Predict every chunk whose job may still run and record its outputs; return how many ran.
+
+    With a watcher, the served records are counted for drift and sampled, failed jobs logged.
+    """
     claimed: dict[tuple[str, str], list[ChunkMessage]] = defaultdict(list)
     statuses = store.claim([(m["job"], m["model"]) for m in messages])
     for message, status in zip(messages, statuses, strict=True):
@@ -35,18 +43,20 @@ def run_chunks(store: JobStore, cache: ModelCache, messages: Sequence[ChunkMessa
             predictor = cache.get(name, version)
         except ModelLoadError as exc:
             for message in group:
-                store.end(message["job"], name, FAILED, exc.code, exc.message)
+                ended = store.end(message["job"], name, FAILED, exc.code, exc.message)
+                if watcher is not None and ended == "ended":
+                    watcher.failed(message, exc.code, exc.message)
             continue
         work = _with_records(store, predictor, group)
         ran += len(work)
         try:
-            _predict_together(store, predictor, work)
+            _predict_together(store, predictor, work, watcher)
         except redis.RedisError:
             raise  # the job store is away: the task hands its message back
         except Exception:  # one bad job must not fail the others it was batched with
             log.exception("batched predict of %s %s failed; predicting job by job", name, version)
             for item in work:
-                _predict_alone(store, predictor, item)
+                _predict_alone(store, predictor, item, watcher)
     return ran
 
 
@@ -63,7 +73,9 @@ def _with_records(store: JobStore, predictor: Predictor, group: list[ChunkMessag
     return work
 
 
-def _predict_together(store: JobStore, predictor: Predictor, work: list[Work]) -> None:
+def _predict_together(
+    store: JobStore, predictor: Predictor, work: list[Work], watcher: Watcher | None = None
+) -> None:
     parts = [records for _, records in work]
     if predictor.manifest.is_text:
         records: Records = [record for part in parts for record in part]
@@ -72,22 +84,45 @@ def _predict_together(store: JobStore, predictor: Predictor, work: list[Work]) -
     started = time.perf_counter()
     scores = predictor.scores(records)
     share = (time.perf_counter() - started) * 1000 / max(1, len(records))
-    finished = []
-    offset = 0
-    for message, part in work:
-        count = len(part)
-        lines = ndjson(predictor.manifest, scores[offset : offset + count])
-        offset += count
-        finished.append(FinishedChunk(message["job"], message["chunk"], lines, count, share * count))
-    store.finish_chunks(finished)
+    sizes = [len(part) for part in parts]
+    offsets = np.cumsum([0, *sizes]).tolist()
+    lines = [ndjson(predictor.manifest, scores[start:end]) for start, end in itertools.pairwise(offsets)]
+    watches = _watches(watcher, predictor, records, scores, sizes, lines)
+    store.finish_chunks(
+        [
+            FinishedChunk(message["job"], message["chunk"], out, count, share * count, watch)
+            for (message, _), out, count, watch in zip(work, lines, sizes, watches, strict=True)
+        ]
+    )
 
 
-def _predict_alone(store: JobStore, predictor: Predictor, item: Work) -> None:
+def _watches(
+    watcher: Watcher | None,
+    predictor: Predictor,
+    records: Records,
+    scores: Scores,
+    sizes: list[int],
+    lines: list[bytes],
+) -> list[ChunkWatch | None]:
+    """Return each chunk's drift counts and log samples; none when watching fails, which it must not."""
+    if watcher is not None:
+        try:
+            return watcher.watch(predictor, records, scores, sizes, lines)
+        except Exception:  # counting is side work: the answers are recorded without it
+            log.exception(
+                "the records of %s %s were not counted", predictor.manifest.name, predictor.manifest.version
+            )
+    return [None] * len(sizes)
+
+
+def _predict_alone(store: JobStore, predictor: Predictor, item: Work, watcher: Watcher | None) -> None:
     try:
-        _predict_together(store, predictor, [item])
+        _predict_together(store, predictor, [item], watcher)
     except redis.RedisError:
         raise
     except Exception as exc:  # the model itself refused these inputs
         message = item[0]
         reason = f"The model failed on this input: {exc}"[:500]
-        store.end(message["job"], message["model"], FAILED, "prediction_failed", reason)
+        ended = store.end(message["job"], message["model"], FAILED, "prediction_failed", reason)
+        if watcher is not None and ended == "ended":
+            watcher.failed(message, "prediction_failed", reason, item[1])

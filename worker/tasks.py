@@ -17,6 +17,7 @@ from shared.settings import Settings
 from shared.store import JobStore, connect
 from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 from worker.cache import ModelCache
+from worker.drift import Watcher
 from worker.predict import run_chunks
 from worker.publish_job import run_publish
 from worker.shadow import register_shadow_task, send_shadows
@@ -30,6 +31,7 @@ class WorkerState:
         self.store = JobStore(connect(settings), settings)
         self.cache = ModelCache(make_registry(settings), settings.worker_model_bytes, self.store.client)
         self.cache.load_all()
+        self.watcher = Watcher(self.cache.registry, settings, self.store.client)
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -45,7 +47,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def predict(messages: list[ChunkMessage]) -> int:
         """Predict a batch of job chunks and record their outputs."""
         try:
-            ran = run_chunks(current().store, current().cache, messages)
+            ran = run_chunks(current().store, current().cache, messages, current().watcher)
         except redis.RedisError as exc:
             # Celery acknowledges a task that fails; this one must come back once Redis does.
             raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
