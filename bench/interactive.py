@@ -17,6 +17,10 @@ WAIT_S = 30
 LOST_AFTER_S = 120
 
 
+# What a workload learns of each succeeded job: (job, perf_counter time sent, latency ms).
+Observer = Callable[[dict[str, Any], float, float], None]
+
+
 @dataclass
 class ClosedLoop:
     """What a closed-loop run saw: per-job latencies, the server's own timings, errors and lost jobs."""
@@ -30,6 +34,10 @@ class ClosedLoop:
     server_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
+    # Every job the API accepted (200 or 202), so a run can be audited for jobs that never ended.
+    accepted: list[str] = field(default_factory=list)
+    # Called with each succeeded job, the perf_counter time it was sent, and its latency in ms.
+    observe: Observer | None = None
 
 
 # One job of a client: (connection, target, model, body, result, unresolved ids) -> its id if it succeeded.
@@ -44,10 +52,12 @@ async def closed_loop(
     jobs: int,
     seconds: float,
     one: OneJob | None = None,
+    stop: asyncio.Event | None = None,
+    observe: Observer | None = None,
 ) -> ClosedLoop:
-    """Run clients that each submit one record and wait for it, until jobs are sent or seconds pass."""
+    """Run clients that each send one record and wait for it, until jobs are sent, time is up or stop set."""
     one = one or _one
-    result = ClosedLoop(clients=clients)
+    result = ClosedLoop(clients=clients, observe=observe)
     bodies = [job_body(record) for record in records]
     tickets = iter(range(jobs))
     unresolved: list[str] = []
@@ -59,7 +69,7 @@ async def closed_loop(
         conn = target.connect()
         try:
             for ticket in tickets:
-                if time.perf_counter() >= stop_at:
+                if time.perf_counter() >= stop_at or (stop is not None and stop.is_set()):
                     break
                 result.attempted += 1
                 job_id = await one(conn, target, model, bodies[ticket % len(bodies)], result, unresolved)
@@ -89,6 +99,7 @@ async def _one(
         return None
     job: dict[str, Any] = answer.json()
     job_id = str(job["id"])
+    result.accepted.append(job_id)
     if job["status"] in TERMINAL:
         result.answered_by_submit += 1
     else:
@@ -107,6 +118,8 @@ async def _one(
         return None
     result.succeeded += 1
     result.latencies_ms.append(elapsed_ms)
+    if result.observe is not None:
+        result.observe(job, sent, elapsed_ms)
     for name, value in (job.get("metrics") or {}).items():
         if isinstance(value, int | float):
             result.server_ms.setdefault(name, []).append(float(value))

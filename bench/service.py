@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # shipped bulk body limit, so no body limit is set here.
 MAX_QUEUED_PER_MODEL = 100_000
 READY_TIMEOUT_S = 90
+# S holds 1,000 event streams of one key open in one API process beside W1's 64 long-polls: the
+# per-key cap on open requests (256 shipped) must let them all in, and no stream may reach the
+# events time limit (300 s shipped) before the workload closes it.
+MAX_OPEN_REQUESTS_PER_KEY = 2_048
+EVENTS_MAX_S = 3_600
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class Service:
     port: int
     key: str
     shape: Shape
+    # An admin key (P publishes and routes with it) and a second user key (S's event streams).
+    admin_key: str
+    other_key: str
 
     @property
     def redis_url(self) -> str:
@@ -81,14 +89,17 @@ class Service:
         self.stack.stop()
 
 
-def service_env(registry: Path, key: str) -> dict[str, str]:
+def service_env(registry: Path, key: str, admin_key: str, other_key: str) -> dict[str, str]:
     """Return the environment of the stack's processes: this one's, less any INFER_ setting, plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFER_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(
         {
             "INFER_REGISTRY_PATH": str(registry),
-            "INFER_API_KEY_HASHES": hash_api_key(key),
+            "INFER_API_KEY_HASHES": f"{hash_api_key(key)},{hash_api_key(other_key)}",
+            "INFER_ADMIN_KEY_HASHES": hash_api_key(admin_key),
+            "INFER_MAX_OPEN_REQUESTS_PER_KEY": str(MAX_OPEN_REQUESTS_PER_KEY),
+            "INFER_EVENTS_MAX_S": str(EVENTS_MAX_S),
             "INFER_MAX_QUEUED_PER_MODEL": str(MAX_QUEUED_PER_MODEL),
             "INFER_RATE_LIMIT_PER_S": "0",
             "INFER_MAX_WAIT_S": "60",
@@ -99,9 +110,11 @@ def service_env(registry: Path, key: str) -> dict[str, str]:
 
 def start_service(run_dir: Path, registry: Path, shape: Shape) -> Service:
     """Start Redis, the workers and the API on loopback and return once a worker consumes."""
-    key = secrets.token_urlsafe(24)
-    stack = Stack(run_dir, service_env(registry, key))
-    service = Service(stack=stack, port=free_port(), key=key, shape=shape)
+    key, admin_key, other_key = (secrets.token_urlsafe(24) for _ in range(3))
+    stack = Stack(run_dir, service_env(registry, key, admin_key, other_key))
+    service = Service(
+        stack=stack, port=free_port(), key=key, shape=shape, admin_key=admin_key, other_key=other_key
+    )
     try:
         stack.start_redis(free_port())
         for index in range(1, shape.workers + 1):
