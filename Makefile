@@ -55,7 +55,7 @@ test-containers: $(BIN)/.installed
 k8s-check:
 	$(PYTHON) tools/k8s_check.py
 
-# Every benchmark workload (W1-W4 and L) on a private stack on loopback: one JSON document.
+# Every benchmark workload (L, W1-W4, S streams, P publish) on a private stack on loopback: one JSON document.
 bench: $(BIN)/.installed models redis
 	$(BIN)/python -m bench --out bench/results/bench.json
 

@@ -44,6 +44,11 @@ def latency(values: Sequence[float]) -> dict[str, float | None]:
     return {name: round(value, 2) for name, value in figures.items()}
 
 
+def ratio(top: float | None, bottom: float | None) -> float | None:
+    """Return top over bottom rounded for the report, or None when either is missing or zero."""
+    return round(top / bottom, 3) if top and bottom else None
+
+
 def closed_loop_figures(run: ClosedLoop) -> dict[str, Any]:
     """Return the JSON of a closed-loop workload."""
     return {
@@ -54,6 +59,7 @@ def closed_loop_figures(run: ClosedLoop) -> dict[str, Any]:
         "jobs_per_s": round(run.succeeded / run.seconds, 1) if run.seconds > 0 else None,
         "latency_ms": latency(run.latencies_ms),
         "server_ms": {name: latency(values) for name, values in sorted(run.server_ms.items())},
+        "accepted": len(run.accepted),
         "answered_by_submit": run.answered_by_submit,
         "errors": sum(run.errors.values()),
         "error_kinds": dict(run.errors),
@@ -145,12 +151,29 @@ def _cell(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _speed(figures: dict[str, Any]) -> str:
+    return f"{_cell(figures['jobs_per_s'], ' jobs/s')} p99 {_cell(figures['latency_ms']['p99'], ' ms')}"
+
+
 def table(document: dict[str, Any]) -> str:
     """Return a short human summary of the run, one line a workload and a line a target."""
     lines = [f"benchmark on {document['machine']['cores']} cores, {document['config']['shape']}"]
     for name, w in document["workloads"].items():
         if "skipped" in w:
             lines.append(f"  {name:<4} skipped: {w['skipped']}")
+        elif "seconds_to_first_served" in w:
+            before, during = (w[part]["latency_ms"]["p99"] for part in ("before_rollout", "during_rollout"))
+            lines.append(
+                f"  {name:<4} {w['new_version']} first served {_cell(w['seconds_to_first_served'], ' s')} "
+                f"after its upload began  p99 {_cell(before, ' ms')} before, {_cell(during, ' ms')} during "
+                f"the rollout  errors {w['errors']}  lost {w['lost']}"
+            )
+        elif "streams" in w:
+            bare, beside = (_speed(w[part]) for part in ("without_streams", "with_streams"))
+            lines.append(
+                f"  {name:<4} {_cell(w['streams']['opened'])} streams open: {beside}; none open: {bare}  "
+                f"errors {w['errors']}  lost {w['lost']}"
+            )
         elif "latency_ms" in w:
             lat = w["latency_ms"]
             lines.append(

@@ -15,8 +15,10 @@ from bench.bulk import bulk
 from bench.interactive import closed_loop
 from bench.jobs import Target
 from bench.profile import Profiler
+from bench.publish import rollout
 from bench.report import closed_loop_figures
 from bench.service import Service
+from bench.streams import beside_streams
 from shared.settings import Settings
 
 QUEUE = Settings.model_fields["queue_name"].default
@@ -39,6 +41,15 @@ class Sizes:
     w4_seconds: float
     drain_seconds: float
     limit_seconds: float
+    # P: W1's load for p_before_s, then the rollout, then p_after_s more once the new version served
+    # a job, all within p_seconds; the new version is a forest of p_trees trees.
+    p_before_s: float
+    p_after_s: float
+    p_seconds: float
+    p_trees: int
+    # S: idle event streams held open, and the time bound of each of its two W1 loads.
+    s_streams: int
+    s_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         """Return the sizes for the report."""
@@ -48,12 +59,14 @@ class Sizes:
 FULL = Sizes(
     w1_jobs=20_000, w1_clients=64, w1_seconds=900, w2_jobs=2_000, w2_seconds=300,
     w3_rows=1_000_000, w3_seconds=900, w4_jobs=50_000, w4_connections=32, w4_seconds=600,
-    drain_seconds=900, limit_seconds=2.0,
+    drain_seconds=900, limit_seconds=2.0, p_before_s=20, p_after_s=20, p_seconds=600, p_trees=100,
+    s_streams=1_000, s_seconds=900,
 )  # fmt: skip
 QUICK = Sizes(
     w1_jobs=20_000, w1_clients=64, w1_seconds=5, w2_jobs=2_000, w2_seconds=3,
     w3_rows=20_000, w3_seconds=120, w4_jobs=2_000, w4_connections=32, w4_seconds=30,
-    drain_seconds=120, limit_seconds=0.3,
+    drain_seconds=120, limit_seconds=0.3, p_before_s=3, p_after_s=2, p_seconds=60, p_trees=20,
+    s_streams=1_000, s_seconds=3,
 )  # fmt: skip
 
 
@@ -178,7 +191,11 @@ def _profiling(
 async def run_workloads(
     service: Service, sizes: Sizes, only: set[str], profiler: Profiler | None = None
 ) -> dict[str, Any]:
-    """Warm the service up, then run W2, W1, W4 and W3 (the bulk job last: it sets memory peaks)."""
+    """Warm the service up, then run W2, W1, W4 and W3 (the bulk job sets memory peaks), then S and P.
+
+    S (its streams raise the API's memory) and P (its new version the workers') come after the
+    memory figures are read, so those stay the service's own with the example models.
+    """
     target = Target("127.0.0.1", service.port, service.key)
     cancer = data.breast_cancer_rows(await _model_features(target, "breast-cancer"))
     iris = data.iris_rows(await _model_features(target, "iris"))
@@ -205,6 +222,12 @@ async def run_workloads(
         with _profiling(profiler, "W3", service):
             found["W3"] = await _bulk(service, target, cancer, sizes)
     results["memory"] = process_memory(service)
+    if "S" in only:
+        with _profiling(profiler, "S", service):
+            found["S"] = await beside_streams(service, target, cancer, iris, sizes)
+    if "P" in only:
+        with _profiling(profiler, "P", service):
+            found["P"] = await rollout(service, target, sizes)
     if profiler is not None:
         results["profiles"] = profiler.summaries
     return results

@@ -1,18 +1,22 @@
-"""The benchmark's own logic: HTTP framing, latency figures, pass/fail checks, profiles and the CSV body."""
+"""The benchmark's own logic: HTTP framing, figures, pass/fail checks, profiles, the CSV body, P and S."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from bench.client import Connection, HttpError, parse_head, render_head
 from bench.data import csv_body
 from bench.interactive import ClosedLoop
+from bench.jobs import Target
 from bench.profile import summarise
-from bench.report import closed_loop_figures, failures, latency, percentile, targets
+from bench.publish import Sample, Timeline, next_version, version_share, window
+from bench.report import closed_loop_figures, failures, latency, percentile, ratio, table, targets
+from bench.streams import Streams, split_events
 
 
 def test_head_is_parsed_with_lower_case_names() -> None:
@@ -147,3 +151,95 @@ def test_csv_body_has_a_header_and_exactly_the_rows_asked_for() -> None:
     assert lines[0] == "a,b"
     assert lines[1:] == ["1.5,2.0", "3.0,4.25", "1.5,2.0", "3.0,4.25", "1.5,2.0"]
     assert Counter(lines[1:])["1.5,2.0"] == 3
+
+
+def test_the_next_version_is_the_highest_minor_plus_one() -> None:
+    """The version P publishes follows the highest semantic version listed, whatever the order."""
+    assert next_version(["1.0.0"]) == "1.1.0"
+    assert next_version(["1.10.2", "1.9.0", "0.20.0"]) == "1.11.0"
+    assert next_version(["2.0.0", "latest"]) == "2.1.0"
+    assert next_version([]) == "1.0.0"
+
+
+def test_rollout_windows_split_jobs_by_when_they_were_sent() -> None:
+    """A job counts in the window it was sent in; the rate counts the answers that came inside it."""
+    samples = [
+        Sample(sent=0.5, done=0.6, latency_ms=100.0, version="1.0.0"),
+        Sample(sent=1.5, done=2.5, latency_ms=1000.0, version="1.0.0"),
+        Sample(sent=2.2, done=2.3, latency_ms=100.0, version="1.1.0"),
+    ]
+    before, during = window(samples, 0.0, 2.0), window(samples, 2.0, 4.0)
+    assert (before["jobs"], before["latency_ms"]["p99"], before["jobs_per_s"]) == (2, 1000.0, 0.5)
+    assert (during["jobs"], during["latency_ms"]["p99"], during["jobs_per_s"]) == (1, 100.0, 1.0)
+    assert version_share(samples, 1.0) == {
+        "1.0.0": {"jobs": 1, "share": 0.5},
+        "1.1.0": {"jobs": 1, "share": 0.5},
+    }
+
+
+def test_the_timeline_marks_the_first_job_the_new_version_served() -> None:
+    """Jobs of the old version are only samples; the first of the new one sets the mark once."""
+    timeline = Timeline("1.1.0")
+    timeline.observe({"version": "1.0.0"}, 1.0, 5.0)
+    assert not timeline.first_new.is_set()
+    timeline.observe({"version": "1.1.0"}, 2.0, 5.0)
+    first = timeline.marks["first_served"]
+    timeline.observe({"version": "1.1.0"}, 3.0, 5.0)
+    assert timeline.first_new.is_set()
+    assert timeline.marks["first_served"] == first
+    assert [s.version for s in timeline.samples] == ["1.0.0", "1.1.0", "1.1.0"]
+
+
+def test_server_sent_events_are_split_whole_and_the_rest_kept() -> None:
+    """Complete events are parsed (comments skipped, data lines joined); a partial one waits for more."""
+    buffer = b'id: 0-0\nevent: job\ndata: {"a":\ndata: 1}\n\n: keep-alive\n\n'
+    buffer += b"retry: 1000\n\nid: 1-1\nevent: jo"
+    events, rest = split_events(buffer)
+    assert events == [{"id": "0-0", "event": "job", "data": '{"a":\n1}'}, {"retry": "1000"}]
+    assert rest == b"id: 1-1\nevent: jo"
+    more, rest = split_events(rest + b"b\ndata: {}\n\n")
+    assert more == [{"id": "1-1", "event": "job", "data": "{}"}]
+    assert rest == b""
+
+
+def test_a_stream_that_ends_without_the_jobs_end_is_counted_dropped() -> None:
+    """A stream whose server sends one event and closes opened but is dropped; a 429 never opened."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"/refused/" in head:
+            writer.write(b"HTTP/1.1 429 TOO MANY\r\nContent-Length: 2\r\n\r\n{}")
+        else:
+            event = b'event: job\ndata: {"status": "queued"}\n\n'
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + event)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> Streams:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        target = Target("127.0.0.1", server.sockets[0].getsockname()[1], "k")
+        streams = Streams(requested=2)
+        tasks = await streams.open(target, ["queued", "refused"])
+        await asyncio.gather(*tasks)
+        server.close()
+        await server.wait_closed()
+        return streams
+
+    streams = asyncio.run(scenario())
+    assert (streams.opened, streams.events, streams.ended, streams.dropped) == (1, 1, 0, 2)
+    assert streams.errors == {"HTTP 429": 1}
+
+
+def test_a_rollout_that_failed_or_lost_a_job_fails_the_run() -> None:
+    """P's error (a publish that failed) and a lost job are each a failure; the table names the figures."""
+    figures = {
+        "new_version": "1.1.0", "seconds_to_first_served": 3.5, "jobs": 100, "errors": 0, "lost": 1,
+        "before_rollout": {"latency_ms": {"p99": 10.0}}, "during_rollout": {"latency_ms": {"p99": 12.0}},
+        "error": "the publish job of 1.1.0 ended failed",
+    }  # fmt: skip
+    document: dict[str, Any] = {"workloads": {"P": figures}, "memory": {}}
+    assert failures(document) == ["P: 1 lost", "P: the publish job of 1.1.0 ended failed"]
+    document.update({"machine": {"cores": 2}, "config": {"shape": {}}, "targets": [], "failures": []})
+    assert "1.1.0 first served 3.5 s after its upload began  p99 10.0 ms before, 12.0 ms" in table(document)
+    assert ratio(12.0, 10.0) == 1.2
+    assert ratio(None, 10.0) is None
