@@ -8,8 +8,9 @@ predictions of the k-th label, or in the k-th bin of values. Bins are the refere
 v with ``edges[b-1] < v <= edges[b]``. Each hash lives KEEP_S past its minute, so a window of up to
 KEEP_S is the sum of the hashes of the minutes it covers.
 
-Memory: a hash has a field for each bin seen in its minute; a version served every minute keeps
-1,440 of them, about 0.5 KiB each for four features (iris) and 20 KiB for thirty (breast-cancer).
+Memory: a hash has a field for each bin seen in its minute (a compact listpack up to Redis's default
+of 512 fields); a version served every minute keeps 1,440 of them, measured at most 0.45 KiB each
+for four features (iris: 0.65 MiB a day) and 3.1 KiB for thirty (breast-cancer: 4.4 MiB a day).
 """
 
 from __future__ import annotations

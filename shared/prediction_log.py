@@ -22,7 +22,7 @@ local function log_entry(job, stream, max_length, now, input, output, error)
   local f = redis.call('HMGET', job, 'owner', 'version', 'created_at')
   if not f[1] then return end
   local latency = string.format('%.3f', (tonumber(now) - tonumber(f[3] or now)) * 1000)
-  redis.call('XADD', stream, 'MAXLEN', max_length, '*', 'job', string.sub(job, 5), 'version', f[2],
+  redis.pcall('XADD', stream, 'MAXLEN', max_length, '*', 'job', string.sub(job, 5), 'version', f[2],
     'at', now, 'key', f[1], 'input', input, 'output', output, 'latency_ms', latency, 'error', error)
 end
 """

@@ -3,7 +3,8 @@
 The job store runs WATCH_CHUNK in the pipeline that records the chunk's outputs, just before the
 script that records them, so watching costs no round trip of its own. It counts only a chunk whose
 job is running and whose outputs are not recorded yet, as the recording script records only those;
-two deliveries of one chunk racing each other could both count it, which drift shrugs off.
+two deliveries of one chunk racing each other could both count it, which drift shrugs off. Its
+writes are `redis.pcall`s: whatever becomes of them, the outputs are recorded.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 local last = 5 + 2 * tonumber(ARGV[5])
 if last > 5 then
-  for i = 6, last, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  for i = 6, last, 2 do redis.pcall('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  redis.pcall('EXPIRE', KEYS[3], ARGV[3])
 end
 for i = last + 1, #ARGV, 2 do
   log_entry(KEYS[1], KEYS[4], ARGV[4], ARGV[2], ARGV[i], ARGV[i + 1], 'null')

@@ -1,9 +1,11 @@
 """Watching what the workers serve: each record binned by its version's reference, a sample logged.
 
-The counts of a batch are made at once with numpy (no loop over records, but a text's tokens, which
-the model's own vectorizer reads one text at a time too) and go to the job store with the chunks'
-outputs, in the same round trip (shared/watch.py). Watching never fails a prediction: what cannot
-be counted is logged and left out.
+The counts of a batch are made at once with numpy, with no loop over its records (a text model's
+tokens, read one text at a time, are counted on a random few of the batch's texts), and go to the
+job store with the chunks' outputs, in the same round trip (shared/watch.py). Numbers are compared
+in float32, as the records are, with the edges rounded to float32 the same way, so a value equal to
+an edge falls in the bin it fell in at publish. Watching never fails a prediction: what cannot be
+counted is logged and left out.
 """
 
 from __future__ import annotations

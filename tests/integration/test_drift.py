@@ -225,6 +225,8 @@ def test_failed_jobs_are_always_logged_and_the_log_is_bounded(watched: Api) -> N
     """A job the worker fails is logged with its error; past LOG_MAX entries the oldest go; pages follow."""
     failed = watched.submit("iris", [[5.1, 3.5, 1.4, 0.2]], wait=60, version=BROKEN).json()
     assert failed["status"] == "failed"
+    # The worker adds a failure right after ending the job, in a round trip of its own.
+    wait_until(lambda: _log(watched, "iris")[0], 30, "the failed job in the log")
     entries, _ = _log(watched, "iris")
     assert entries[0]["job"] == failed["id"]
     assert entries[0]["error"]["code"] == failed["error"]["code"] == "model_unavailable"
@@ -264,3 +266,22 @@ def test_a_chunk_delivered_twice_is_counted_once(redis_url: str, clean_redis: re
     (entry,) = clean_redis.xrange("predictions:iris")
     assert entry[1]["key"] == "owner-id"
     assert (entry[1]["input"], entry[1]["output"], entry[1]["error"]) == ('{"a":1}', '{"value":1}', "null")
+
+
+def test_counts_that_cannot_be_written_do_not_keep_the_outputs_from_being_recorded(
+    redis_url: str, clean_redis: redis.Redis
+) -> None:
+    """A counters key and a log key of the wrong type: the chunk's outputs are recorded all the same."""
+    settings = Settings(redis_url=redis_url, queue_name=QUEUE)
+    store = JobStore(connect(settings), settings)
+    job = NewJob(id=new_job_id(), owner="owner-id", model="iris", version="1.0.0", total=1, chunks=1)
+    store.create(job)
+    store.claim([(job.id, "iris")])
+    clean_redis.set("drift:iris:1.0.0:3", "not a hash")
+    clean_redis.set("predictions:iris", "not a stream")
+    watch = ChunkWatch("drift:iris:1.0.0:3", "predictions:iris", 5, ["n", 1], [b'{"a":1}', b'{"value":1}'])
+    store.finish_chunks([FinishedChunk(job.id, 0, b'{"value":1}\n', 1, 0.1, watch)])
+    record = store.get(job.id)
+    assert record is not None
+    assert record.status == "succeeded"
+    assert store.outputs(job.id, 1) == [{"value": 1}]
