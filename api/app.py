@@ -37,14 +37,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = make_registry(settings)
     registry.refresh()
     celery = make_celery(settings)
+    store = JobStore(client, settings)
+    generation = GenerationWatch(client, registry)
+    workers = WorkerProbe(celery)
     app.extensions[EXTENSION] = Services(
         settings=settings,
-        store=JobStore(client, settings),
+        store=store,
         registry=registry,
         celery=celery,
         waiter=CompletionWaiter(connect(settings, blocking=True)),
-        metrics=Metrics(client, settings.queue_name),
-        workers=WorkerProbe(celery),
+        metrics=Metrics(
+            client, settings.queue_name, registry, workers.census, store.lifetime_s, generation.check
+        ),
+        workers=workers,
         publisher=CoalescingPublisher(
             functools.partial(send_chunks, celery, settings.queue_name), settings.max_batch_jobs
         ),
@@ -67,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    app.before_request(functools.partial(_follow_registry, GenerationWatch(client, registry)))
+    app.before_request(functools.partial(_follow_registry, generation))
     app.before_request(_authenticate)
     app.after_request(_observe)
     app.teardown_request(_release)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import ssl
+import tempfile
 import time
 from datetime import datetime
 from http import HTTPStatus
@@ -23,6 +26,10 @@ worker_connections = 4096
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
+# prometheus_client's multiprocess mode: each process writes its counters to files in this folder and
+# any of them answers /metrics with the sum. prometheus_client must not be imported here: a process
+# forked from one that imported it before the variable was set would count in memory only.
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
 
 _BAD_LINE = "The request line is not 'METHOD /path HTTP/1.1'."
 _BAD_HEADER = "A request header is malformed: send each as 'Name: value' on one line."
@@ -47,6 +54,32 @@ _INVALID_REQUESTS: tuple[tuple[type[BaseException], int, str], ...] = (
 # a close with unread bytes makes the kernel reset the connection, which can destroy the answer.
 _LINGER_S = 2.0
 _LINGER_BYTES = 1 << 20
+
+
+def on_starting(server: Any) -> None:
+    """Give the processes an empty folder for their counters: the one configured, else a private one."""
+    folder = os.environ.get(_MULTIPROC)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for stale in os.scandir(folder):  # the last run's files would be summed with this run's
+            if stale.name.endswith(".db"):
+                os.unlink(stale.path)
+    else:
+        os.environ[_MULTIPROC] = server.metrics_dir = tempfile.mkdtemp(prefix="infer-metrics-")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop the live gauges of a process that exited; its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def on_exit(server: Any) -> None:
+    """Remove the private counters' folder made at the start, if one was."""
+    folder = getattr(server, "metrics_dir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _answer(exc: BaseException, cfg: Any) -> tuple[int, dict[str, Any]]:

@@ -28,7 +28,8 @@ class WorkerProbe:
     """Counts the workers that consume the jobs' queue, remembering a positive answer for a few seconds."""
 
     celery: Celery
-    _seen: tuple[float, int] = field(default=(0.0, 0))
+    # When it last asked, and how many workers answered and consumed the jobs' queue then.
+    _seen: tuple[float, int, int] = field(default=(float("-inf"), 0, 0))
 
     @property
     def queue(self) -> str:
@@ -37,16 +38,26 @@ class WorkerProbe:
 
     def count(self) -> int:
         """Return how many workers consumed the jobs' queue at the latest look."""
-        now = time.monotonic()
-        if now - self._seen[0] < WORKER_PROBE_TTL_S and self._seen[1] > 0:
-            return self._seen[1]
+        at, _, consuming = self._seen
+        if time.monotonic() - at < WORKER_PROBE_TTL_S and consuming > 0:
+            return consuming
+        return self._ask()[1]
+
+    def census(self) -> tuple[int, int]:
+        """Return how many workers answered and how many consumed the jobs' queue, asked every few seconds."""
+        at, online, consuming = self._seen
+        if time.monotonic() - at < WORKER_PROBE_TTL_S:
+            return online, consuming
+        return self._ask()
+
+    def _ask(self) -> tuple[int, int]:
         # A worker told to stop consuming (cancel_consumer) still answers a ping: ask what it consumes.
         replies = self.celery.control.inspect(timeout=WORKER_PROBE_TIMEOUT_S).active_queues() or {}
         consuming = sum(
             any(queue.get("name") == self.queue for queue in queues or []) for queues in replies.values()
         )
-        self._seen = (now, consuming)
-        return consuming
+        self._seen = (time.monotonic(), len(replies), consuming)
+        return len(replies), consuming
 
 
 @dataclass

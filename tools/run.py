@@ -53,7 +53,8 @@ def main() -> int:
             )
         for index in range(1, workers + 1):
             stack.start_worker(f"worker{index}", concurrency)
-        base = stack.start_api(_port("API_PORT", 8000))
+        # Two processes, as compose and Kubernetes run it; /metrics sums their counters.
+        base = stack.start_api(_port("API_PORT", 8000), processes=int(os.environ.get("API_PROCESSES", "2")))
         flower = stack.start_flower(_port("FLOWER_PORT", 5555), "admin", flower_password)
         wait_until(lambda: http_status(base + "/readyz") == 200, 90, "a consuming worker")
     except (RuntimeError, TimeoutError) as exc:

@@ -200,7 +200,8 @@ class Stack:
         argv = [str(BIN / "gunicorn"), "--config", "python:api.server", "--workers", str(processes),
                 "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", *(extra or []),
                 "api.app:create_app()"]  # fmt: skip
-        self._spawn("api", argv)
+        # Its processes keep their counters here, so /metrics sums them whichever one answers.
+        self._spawn("api", argv, {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / "api-metrics")})
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(base + "/healthz") == 200, 30, "the API")
         self.urls["api"] = base
