@@ -7,6 +7,7 @@ client.predict("iris", [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length"
 ```
 """
 
+from inference_client._admin import Routing, Shadow, ShadowReport
 from inference_client._core import Model, Progress, Retry
 from inference_client.aio import AsyncClient, AsyncJob, AsyncOutputs
 from inference_client.client import Client, Job, Outputs
@@ -45,7 +46,10 @@ __all__ = [
     "QueueFull",
     "RateLimited",
     "Retry",
+    "Routing",
     "ServiceUnreachable",
+    "Shadow",
+    "ShadowReport",
     "Unauthorized",
     "Unavailable",
     "WaitTimeout",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
-from inference_client import _core
+from inference_client import _admin, _core
+from inference_client._admin import Routing, Shadow, ShadowReport
 from inference_client._core import Call, JobView, Model, Retry
 from inference_client.errors import ServiceUnreachable
 
@@ -112,6 +113,38 @@ class AsyncClient:
         return AsyncJob(
             self, await self._json(_core.submit(model, _core.read_csv(csv), "text/csv", idempotency_key))
         )
+
+    async def publish(
+        self,
+        model: str,
+        artifact: str | os.PathLike[str],
+        metadata: Mapping[str, Any],
+        reference: str | os.PathLike[str] | None = None,
+    ) -> AsyncJob:
+        """Upload a model version (with an admin key) and return its publish job at once; `wait()` for it.
+
+        metadata is the upload's JSON part: version, task, features, and optionally labels,
+        description and allow_pickle; reference a CSV of rows like the training data.
+        """
+        return AsyncJob(self, await self._json(_core.publish(model, artifact, metadata, reference)))
+
+    async def routing(self, model: str) -> Routing:
+        """Return the model's routing: each version's weight and the shadow (unset: all to the default)."""
+        return _admin.parse_routing(await self._json(_admin.get_routing(model)))
+
+    async def set_routing(
+        self, model: str, routes: Mapping[str, int], shadow: Shadow | None = None
+    ) -> Routing:
+        """Replace the model's routing (admin key): weights summing to 100; `shadow` None removes it."""
+        return _admin.parse_routing(await self._json(_admin.put_routing(model, routes, shadow)))
+
+    async def shadow(self, model: str) -> ShadowReport:
+        """Return how the model's shadow version's outputs agree with the served ones."""
+        return _admin.parse_shadow(await self._json(_admin.get_shadow(model)))
+
+    async def retire(self, model: str, version: str) -> None:
+        """Retire a version without traffic that is not the default (admin key): unlisted, files deleted."""
+        await self._send(_admin.retire(model, version))
 
     async def job(self, job_id: str) -> AsyncJob:
         """Return the job with this id."""

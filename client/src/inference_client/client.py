@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from inference_client import _core
+from inference_client import _admin, _core
+from inference_client._admin import Routing, Shadow, ShadowReport
 from inference_client._core import Call, JobView, Model, Retry
 from inference_client.errors import ServiceUnreachable
 
@@ -126,6 +127,22 @@ class Client:
         description and allow_pickle; reference a CSV of rows like the training data.
         """
         return Job(self, self._json(_core.publish(model, artifact, metadata, reference)))
+
+    def routing(self, model: str) -> Routing:
+        """Return the model's routing: each version's weight and the shadow (unset: all to the default)."""
+        return _admin.parse_routing(self._json(_admin.get_routing(model)))
+
+    def set_routing(self, model: str, routes: Mapping[str, int], shadow: Shadow | None = None) -> Routing:
+        """Replace the model's routing (admin key): weights summing to 100; `shadow` None removes it."""
+        return _admin.parse_routing(self._json(_admin.put_routing(model, routes, shadow)))
+
+    def shadow(self, model: str) -> ShadowReport:
+        """Return how the model's shadow version's outputs agree with the served ones."""
+        return _admin.parse_shadow(self._json(_admin.get_shadow(model)))
+
+    def retire(self, model: str, version: str) -> None:
+        """Retire a version without traffic that is not the default (admin key): unlisted, files deleted."""
+        self._send(_admin.retire(model, version))
 
     def job(self, job_id: str) -> Job:
         """Return the job with this id."""
