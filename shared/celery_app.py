@@ -48,7 +48,21 @@ def send_chunks(
     celery: Celery, queue: str, messages: Sequence[ChunkMessage], producer: Producer | None = None
 ) -> None:
     """Publish one task message carrying the chunk messages, failing at once if the broker is away."""
-    celery.send_task(PREDICT, args=[list(messages)], queue=queue, producer=producer, retry=False)
+    celery.send_task(
+        PREDICT,
+        args=[list(messages)],
+        # What Flower shows as the task's arguments (and searches): the job ids, never cut short,
+        # where Celery's own rendering of the inputs stops at 1 KiB, after the first few jobs.
+        argsrepr=repr([_chunk_name(m) for m in messages]),
+        queue=queue,
+        producer=producer,
+        retry=False,
+    )
+
+
+def _chunk_name(message: ChunkMessage) -> str:
+    job, chunk = message["job"], message["chunk"]
+    return f"{job} chunk {chunk}" if chunk else job
 
 
 def send_publish(celery: Celery, queue: str, message: PublishMessage) -> None:
