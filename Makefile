@@ -7,7 +7,7 @@ EXAMPLES := $(REGISTRY)/iris/1.0.0/manifest.json $(REGISTRY)/breast-cancer/1.0.0
             $(REGISTRY)/scam-email/1.0.0/manifest.json
 CODE := api shared worker models tools tests bench client
 
-.PHONY: run test lint models redis browser scale-up scale-down clean test-containers k8s-check bench bench-quick
+.PHONY: run test lint models redis browser promtool scale-up scale-down clean test-containers k8s-check bench bench-quick
 
 $(BIN)/.installed: requirements/*.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ browser:
 	  echo "installing chromium and chromium-driver from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The monitoring tests check the metrics, alert rules and configs with promtool and scrape the API
+# with a real Prometheus of their own on a free port: Debian's prometheus package has both programs.
+promtool:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing prometheus and promtool from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
+
 run: $(BIN)/.installed models redis
 	$(BIN)/python -m tools.run
 
@@ -42,7 +50,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
-test: $(BIN)/.installed redis browser lint
+test: $(BIN)/.installed redis browser promtool lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The container stack end to end: builds the images, runs docker-compose.yml, scales the workers
