@@ -20,6 +20,8 @@ class OnnxPredictor:
         # Workers scale by processes: one thread each keeps them from fighting for cores.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # What fails is raised with its reason (and recorded at publish): no second copy on stderr.
+        options.log_severity_level = 4
         self.manifest = manifest
         self._session = ort.InferenceSession(
             str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
