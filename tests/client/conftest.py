@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import redis
 from inference_client import Client
@@ -22,11 +22,16 @@ def client(api_base: str, clean_redis: redis.Redis) -> Iterator[Client]:
         yield made
 
 
+@functools.cache
+def _breast_cancer_lines() -> tuple[str, tuple[str, ...]]:
+    """Return the header naming the breast-cancer model's 30 features and scikit-learn's rows, as lines."""
+    data = load_breast_cancer()
+    header = ",".join(n.replace(" ", "_") for n in data.feature_names)
+    return header, tuple(",".join(f"{v:g}" for v in row) for row in data.data)
+
+
 def breast_cancer_csv(rows: int) -> bytes:
     """Return a CSV of the breast-cancer model's 30 features: scikit-learn's rows repeated to `rows`."""
-    data = load_breast_cancer()
-    names = [n.replace(" ", "_") for n in data.feature_names]
-    table = np.resize(data.data, (rows, data.data.shape[1]))
-    lines = [",".join(names)]
-    lines.extend(",".join(f"{v:g}" for v in row) for row in table)
-    return ("\n".join(lines) + "\n").encode()
+    header, lines = _breast_cancer_lines()  # each row formatted once, not once a repeat
+    whole, part = divmod(rows, len(lines))
+    return ("\n".join([header, *lines * whole, *lines[:part]]) + "\n").encode()
