@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except InferenceError as exc:
         code, message = explain(exc, args)
-        err.print(f"[bold red]error:[/] {message}")
+        err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # a command in it stays whole
         return code
     finally:
         client.close()

@@ -151,7 +151,7 @@ def run(client: Client, out: Console, err: Console, args: argparse.Namespace) ->
             "Served by scikit-learn: without --reference rows it is not converted to ONNX, nor watched "
             "for drift."
         )
-    out.print(_next_step(client, args.model, version, known is None))
+    out.print(_next_step(client, args.model, version, known is None), soft_wrap=True)
     return EXIT_OK
 
 

@@ -153,7 +153,7 @@ def _show(client: Client, out: Console, model: str, routing: Routing) -> None:
         out.print(f"No routing set: every new job goes to the default version, {default}.")
     if routing.shadow is not None:
         out.print(_agreement(client.shadow(model)))
-    out.print(_suggestion(model, listed, routing))
+    out.print(_suggestion(model, listed, routing), soft_wrap=True)
 
 
 def _agreement(report: ShadowReport) -> str:
