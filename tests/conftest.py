@@ -6,7 +6,9 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,8 +23,24 @@ from tools.stack import Stack, free_port, http_status, wait_until
 
 # The service (a redis-server, Celery workers, the API under gunicorn, on loopback) is defined here, not in
 # a folder's conftest: a fixture defined in two conftests starts twice, once for each folder's tests.
-# Every stack made by stack_factory, in the order made: a test's own are the ones past its start.
-_MADE = pytest.StashKey[list[Stack]]()
+
+
+@dataclass
+class _Stacks:
+    """The stacks stack_factory made, and who owns the ones being made now."""
+
+    made: list[Stack] = field(default_factory=list)
+    # The fixture being set up or the test being run, innermost last: a stack ends with its owner.
+    owners: list[list[Stack]] = field(default_factory=list)
+    by_fixture: dict[pytest.FixtureDef[Any], list[Stack]] = field(default_factory=dict)
+
+
+_STACKS = pytest.StashKey[_Stacks]()
+_TEST_STACKS = pytest.StashKey[list[Stack]]()
+
+
+def _stacks(config: pytest.Config) -> _Stacks:
+    return config.stash.setdefault(_STACKS, _Stacks())
 
 
 @pytest.fixture(scope="session")
@@ -65,33 +83,60 @@ def _kill(stacks: list[Stack]) -> None:
         stack.procs.clear()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Make the fixture being set up the owner of the stacks it makes."""
+    stacks = _stacks(request.config)
+    own = stacks.by_fixture.setdefault(fixturedef, [])
+    stacks.owners.append(own)
+    try:
+        return (yield)
+    finally:
+        stacks.owners.pop()
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """End a fixture's stacks once it is torn down: a module's with the module, a test's with the test."""
+    _kill(_stacks(request.config).by_fixture.pop(fixturedef, []))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Make the test being run the owner of the stacks it makes."""
+    stacks = _stacks(item.config)
+    own = item.stash.setdefault(_TEST_STACKS, [])
+    stacks.owners.append(own)
+    try:
+        return (yield)
+    finally:
+        stacks.owners.pop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """End the stacks the test made once its fixtures are torn down."""
+    try:
+        return (yield)
+    finally:
+        _kill(item.stash.get(_TEST_STACKS, []))
+
+
 @pytest.fixture(scope="session")
 def stack_factory(
     pytestconfig: pytest.Config, redis_url: str, registry_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Stack]]:
-    """Make stacks of extra processes on the session's Redis; a test's own end with it, others at the end."""
-    made = pytestconfig.stash.setdefault(_MADE, [])
+    """Make stacks of processes on the session's Redis, each ending with the test or fixture that made it."""
+    stacks = _stacks(pytestconfig)
 
     def make(**overrides: str) -> Stack:
         stack = Stack(tmp_path_factory.mktemp("stack"), stack_env(redis_url, registry_path, **overrides))
-        made.append(stack)
+        stacks.made.append(stack)
+        if stacks.owners:
+            stacks.owners[-1].append(stack)
         return stack
 
     yield make
-    _kill(made)
-
-
-@pytest.fixture(autouse=True)
-def _stacks_end_with_their_test(pytestconfig: pytest.Config) -> Iterator[None]:
-    """End the stacks a test (or its function-scoped fixtures) made, when it ends."""
-    # Session- and module-scoped fixtures are set up before this one, so their stacks are made before
-    # it counts and live on; a test's own would otherwise idle, polling Redis, until the session ends.
-    made = pytestconfig.stash.setdefault(_MADE, [])
-    before = len(made)
-    yield
-    own = made[before:]
-    del made[before:]
-    _kill(own)
+    _kill(stacks.made)  # whatever is left, all at once
 
 
 @pytest.fixture(scope="session")
