@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 
 from shared.registry import Registry
+from shared.store import PUBLISH_KIND, JobStore, NewJob, new_job_id
 from tests.integration.conftest import ADMIN_KEY, KEY, Api
 from tools.stack import Stack, free_port, http_status, wait_until
 
@@ -179,6 +180,32 @@ def test_queued_jobs_and_the_oldest_ones_age_per_model(
     assert _value(samples, "infer_jobs_queued", model="iris") == 2
     assert _value(samples, "infer_jobs_total", model="iris", version="1.0.0", outcome="canceled") == 1
     assert _value(samples, "infer_jobs_total", model="iris", version="1.0.0", outcome="succeeded") == 0
+
+
+def test_a_job_is_counted_once_when_it_ends_and_a_publish_job_never(
+    two_processes: Stack, store: JobStore
+) -> None:
+    """Ended twice, a job counts once under its outcome; a publish job's end adds no version's series."""
+    for outcome in ("failed", "expired"):
+        job_id = new_job_id()
+        store.create(NewJob(id=job_id, owner="someone", model="iris", version="1.0.0", total=1, chunks=1))
+        assert store.end(job_id, "iris", outcome, "internal", "ended by the test") == "ended"
+        assert store.end(job_id, "iris", "canceled", "canceled", "ended again") == outcome
+    published = new_job_id()
+    store.create(
+        NewJob(
+            id=published, owner="admin", model="iris", version="7.0.0", total=0, chunks=0, kind=PUBLISH_KIND
+        )
+    )
+    assert store.end(published, "iris", "failed", "invalid_model", "refused by the test") == "ended"
+    samples = _samples(_scrape(two_processes.urls["api"]))
+    version = {"model": "iris", "version": "1.0.0"}
+    ended = {
+        o: _value(samples, "infer_jobs_total", **version, outcome=o)
+        for o in ("failed", "expired", "canceled")
+    }
+    assert ended == {"failed": 1, "expired": 1, "canceled": 0}
+    assert not [key for key in samples if ("version", "7.0.0") in key[1]]
 
 
 def test_drift_gauges_give_the_drift_routes_psi_and_threshold(
