@@ -83,16 +83,22 @@ def _kill(stacks: list[Stack]) -> None:
         stack.procs.clear()
 
 
+@contextlib.contextmanager
+def _owning(config: pytest.Config, own: list[Stack]) -> Iterator[None]:
+    """Put the stacks made meanwhile in own (the innermost owner wins)."""
+    owners = _stacks(config).owners
+    owners.append(own)
+    try:
+        yield
+    finally:
+        owners.pop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[Any]:
     """Make the fixture being set up the owner of the stacks it makes."""
-    stacks = _stacks(request.config)
-    own = stacks.by_fixture.setdefault(fixturedef, [])
-    stacks.owners.append(own)
-    try:
+    with _owning(request.config, _stacks(request.config).by_fixture.setdefault(fixturedef, [])):
         return (yield)
-    finally:
-        stacks.owners.pop()
 
 
 def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
@@ -103,13 +109,8 @@ def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: p
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Make the test being run the owner of the stacks it makes."""
-    stacks = _stacks(item.config)
-    own = item.stash.setdefault(_TEST_STACKS, [])
-    stacks.owners.append(own)
-    try:
+    with _owning(item.config, item.stash.setdefault(_TEST_STACKS, [])):
         return (yield)
-    finally:
-        stacks.owners.pop()
 
 
 @pytest.hookimpl(wrapper=True)
