@@ -1,7 +1,12 @@
-"""The integration tests use the real service of tests/conftest.py; its helpers, importable from here too."""
+"""Integration tests: the real service of tests/conftest.py (its helpers importable here) and an S3 server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.s3 import SeaweedS3
 from tests.service import (
     ADMIN_KEY,
     KEY,
@@ -25,3 +30,11 @@ __all__ = [
     "error_of",
     "stack_env",
 ]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """Start one SeaweedFS with its S3 gateway for the session, shared by the tests that need one."""
+    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()

@@ -376,33 +376,28 @@ def test_python_m_models_publish_uploads_waits_and_says_how_it_ended(
 
 def test_a_version_published_over_http_into_a_bucket_is_served_and_its_upload_dropped(
     stack_factory: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory, clean_redis: redis.Redis,
-    files: dict[str, Path], data: Data,
+    files: dict[str, Path], data: Data, s3_server: SeaweedS3,
 ) -> None:  # fmt: skip
     """With the registry in S3 (a real SeaweedFS), the upload and the version go through the bucket."""
-    server = SeaweedS3.start(tmp_path_factory.mktemp("publish-s3"))
-    try:
-        server.bucket("models")
-        url = "s3://models/publishing"
-        stack = stack_factory(INFER_QUEUE_NAME="publishing-s3", **server.env(url))
-        api = Api(stack.start_api(free_port()))
-        stack.start_worker("worker-publish-s3", 1)
-        wait_until(lambda: http_status(api.base + "/readyz") == 200, 90, "a worker on the bucket's registry")
-        bucket = Publishing(api, tmp_path_factory.mktemp("unused"), clean_redis)
-        features, rows, _ = data
-        metadata = _metadata(features, "1.0.0")
-        job = bucket.ended(
-            bucket.upload("cancer-forest", files["forest.skops"], metadata, files["reference.csv"])
-        )
-        assert job["status"] == "succeeded", job
-        bucket.listed("cancer-forest", "1.0.0")
-        served = api.submit("cancer-forest", [rows[0].tolist()], wait=60).json()
-        assert (served["status"], served["version"]) == ("succeeded", "1.0.0"), served
-        storage = make_registry(server.settings(url)).storage
-        assert storage.keys("uploads/") == []
-        assert "cancer-forest/1.0.0/reference.json" in storage.keys("cancer-forest/")
-        stack.stop_worker("worker-publish-s3")
-    finally:
-        server.stop()
+    url = f"s3://{s3_server.bucket('models')}/publishing"
+    stack = stack_factory(INFER_QUEUE_NAME="publishing-s3", **s3_server.env(url))
+    api = Api(stack.start_api(free_port()))
+    stack.start_worker("worker-publish-s3", 1)
+    wait_until(lambda: http_status(api.base + "/readyz") == 200, 90, "a worker on the bucket's registry")
+    bucket = Publishing(api, tmp_path_factory.mktemp("unused"), clean_redis)
+    features, rows, _ = data
+    metadata = _metadata(features, "1.0.0")
+    job = bucket.ended(
+        bucket.upload("cancer-forest", files["forest.skops"], metadata, files["reference.csv"])
+    )
+    assert job["status"] == "succeeded", job
+    bucket.listed("cancer-forest", "1.0.0")
+    served = api.submit("cancer-forest", [rows[0].tolist()], wait=60).json()
+    assert (served["status"], served["version"]) == ("succeeded", "1.0.0"), served
+    storage = make_registry(s3_server.settings(url)).storage
+    assert storage.keys("uploads/") == []
+    assert "cancer-forest/1.0.0/reference.json" in storage.keys("cancer-forest/")
+    stack.stop_worker("worker-publish-s3")
 
 
 def _readme_block(marker: str) -> list[str]:

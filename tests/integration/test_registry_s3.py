@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +22,10 @@ QUEUE = "s3-registry"
 IRIS_ROW = [6.2, 2.9, 4.3, 1.3]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """Start one SeaweedFS with its S3 gateway for the session, with the registry's bucket made."""
-    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs"))
-    server.bucket(BUCKET)
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def s3_url(s3_server: SeaweedS3) -> str:
-    """Return the URL of an empty registry of the test's own in the bucket."""
-    return f"s3://{BUCKET}/registry-{secrets.token_hex(4)}"
+    """Return the URL of an empty registry of the test's own in the bucket (of the session's S3 server)."""
+    return f"s3://{s3_server.bucket(BUCKET)}/registry-{secrets.token_hex(4)}"
 
 
 def _files(source: Registry, manifest: Manifest) -> dict[str, Path]:
