@@ -37,7 +37,11 @@ def _parse_change(raw: bytes) -> RoutingChange:
         return RoutingChange.model_validate(parse_json(raw))
     except ValidationError as exc:
         details = [
-            {"field": ".".join(str(p) for p in err["loc"]) or None, "reason": err["msg"]}
+            # A validator's ValueError reads "Value error, <its words>": its words are the reason.
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or None,
+                "reason": err["msg"].removeprefix("Value error, "),
+            }
             for err in exc.errors()[:MAX_DETAILS]
         ]
         raise InvalidInput(

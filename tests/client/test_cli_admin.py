@@ -132,7 +132,7 @@ def test_refusals_of_publish_and_route_say_why_with_their_exit_codes(
 
     summed = _infer(base, "route", MODEL, "1.0.0=90")
     assert summed.returncode == 5, summed.stderr
-    assert "sum to 90, not 100" in summed.stderr
+    assert "request: the weights sum to 90, not 100" in summed.stderr
     unknown = _infer(base, "route", MODEL, "1.0.0=90", "7.0.0=10")
     assert unknown.returncode == 5, unknown.stderr
     assert "no published version 7.0.0" in unknown.stderr
