@@ -6,12 +6,13 @@ Screenshots of each step are kept in .run/screenshots/ to be looked at.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from inference_client import Client
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -19,8 +20,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 from sklearn.datasets import load_breast_cancer
 
-from tests.integration.conftest import KEY, Api
-from tools.stack import wait_until
+from tests.integration.conftest import ADMIN_KEY, KEY, Api
+from tests.shipping import feature_names, own_stack, small_forest
+from tools.stack import Stack, wait_until
 
 SHOTS = Path(__file__).resolve().parents[2] / ".run" / "screenshots"
 DRIVER = shutil.which("chromedriver")
@@ -203,3 +205,128 @@ def test_at_a_phones_width_nothing_scrolls_sideways(page: WebDriver) -> None:
         assert width <= 360, f"the page is {width} px wide"
     finally:
         _shot(page, "05-phone-width")
+
+
+# The admin panel: on a stack of its own (tests/shipping.py), whose registry and routings nobody else reads.
+
+
+@pytest.fixture(scope="module")
+def shipping(
+    stack_factory: Callable[..., Stack], registry_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Api, Path, Path]:
+    """Return a client of a stack serving iris 1.0.0 and 1.1.0 (a small forest), and that forest's files."""
+    folder = tmp_path_factory.mktemp("web-admin")
+    api = Api(own_stack(stack_factory, registry_path, folder))
+    artifact, reference = small_forest("iris", folder / "forest")
+    metadata = {"version": "1.1.0", "task": "classification", "labels": ["setosa", "versicolor", "virginica"],
+                "features": [{"name": f, "type": "number"} for f in feature_names("iris")]}  # fmt: skip
+    with Client(api.base, ADMIN_KEY) as client:
+        assert client.publish("iris", artifact, metadata, reference).wait(120).status == "succeeded"
+    listed = lambda: "1.1.0" in api.request("GET", "/v1/models/iris").json()["versions"]  # noqa: E731
+    wait_until(listed, 10, "iris 1.1.0 listed")
+    return api, artifact, reference
+
+
+@pytest.fixture
+def admin_page(browser: WebDriver, shipping: tuple[Api, Path, Path]) -> Iterator[WebDriver]:
+    """Open the shipping stack's page with the admin key on iris; route every job to 1.0.0 again after."""
+    api = shipping[0]
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    browser.get(api.base + "/healthz")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(api.base + "/")
+    _use_key(browser, ADMIN_KEY)
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-model='iris']"), "the models")[
+        0
+    ].click()
+    _until(browser, lambda d: d.find_element(By.ID, "admin-section").is_displayed(), "the admin panel")
+    _until(browser, lambda d: d.find_elements(By.ID, "weight-1.1.0"), "the versions' weights")
+    yield browser
+    back = api.request("PUT", "/v1/models/iris/routing", key=ADMIN_KEY, json={"routes": {"1.0.0": 100}})
+    assert back.status_code == 200, back.text
+
+
+def _weight(driver: WebDriver, version: str, value: int) -> None:
+    field = driver.find_element(By.ID, f"weight-{version}")
+    field.clear()
+    field.send_keys(str(value))
+
+
+def test_an_admin_moves_a_routing_weight_and_the_service_keeps_it(
+    admin_page: WebDriver, shipping: tuple[Api, Path, Path]
+) -> None:
+    """Weights of 90 and 10 are saved (GET routing says so); weights summing to 95 are refused in words."""
+    api = shipping[0]
+    _weight(admin_page, "1.0.0", 90)
+    _weight(admin_page, "1.1.0", 10)
+    admin_page.find_element(By.ID, "save-routing").click()
+    _until(admin_page, lambda d: _text(d, "routing-status").startswith("Saved"), "the routing saved")
+    routing = api.request("GET", "/v1/models/iris/routing").json()
+    assert routing["routes"] == {"1.0.0": 90, "1.1.0": 10}
+    assert "1.1.0 10 %" in _text(admin_page, "routing-status")
+    _until(
+        admin_page, lambda d: d.find_element(By.ID, "weight-1.1.0").get_attribute("value") == "10", "10 shown"
+    )
+    _shot(admin_page, "06-admin-routing-saved")
+
+    admin_page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    _weight(admin_page, "1.1.0", 5)
+    admin_page.find_element(By.ID, "save-routing").click()
+    _until(admin_page, lambda d: _text(d, "routing-status").startswith("Not saved"), "the refusal")
+    assert "sum to 95, not 100" in _text(admin_page, "error")
+    assert api.request("GET", "/v1/models/iris/routing").json()["routes"] == {"1.0.0": 90, "1.1.0": 10}
+    _shot(admin_page, "07-admin-routing-refused")
+
+
+def test_an_admin_publishes_a_version_from_the_page(
+    admin_page: WebDriver, shipping: tuple[Api, Path, Path]
+) -> None:
+    """The publish form sends the forest as iris 1.2.0; its job succeeds and the version gets a weight."""
+    api, artifact, reference = shipping
+    admin_page.find_element(By.ID, "publish-version").send_keys("1.2.0")
+    admin_page.find_element(By.ID, "publish-description").send_keys("Five small trees")
+    admin_page.find_element(By.ID, "publish-artifact").send_keys(str(artifact))
+    admin_page.find_element(By.ID, "publish-reference").send_keys(str(reference))
+    admin_page.execute_script("""
+        window.said = [];
+        const status = document.getElementById("publish-status");
+        new MutationObserver(() => window.said.push(status.textContent))
+          .observe(status, {childList: true, characterData: true, subtree: true});""")
+    admin_page.find_element(By.ID, "publish").click()
+    ended = lambda d: _text(d, "publish-status").startswith(("Published", "Not published"))  # noqa: E731
+    _until(admin_page, ended, "the publish job's end")
+    assert _text(admin_page, "publish-status").startswith("Published iris 1.2.0, served with onnx.")
+    said = admin_page.execute_script("return window.said")
+    assert "Sent. Waiting for a worker…" in said, said  # each step is told as it comes
+    described = api.request("GET", "/v1/models/iris/versions/1.2.0")
+    assert described.status_code == 200, described.text
+    assert described.json()["description"] == "Five small trees"
+    _until(admin_page, lambda d: d.find_elements(By.ID, "weight-1.2.0"), "1.2.0 among the versions")
+    assert admin_page.find_element(By.ID, "weight-1.2.0").get_attribute("value") == "0"
+    _shot(admin_page, "08-admin-published")
+
+
+def test_the_admin_panel_fits_a_phones_width(admin_page: WebDriver) -> None:
+    """At 360 px wide the versions table, the shadow and the publish form scroll nowhere sideways."""
+    phone = {"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": True}
+    admin_page.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    _until(admin_page, lambda d: d.find_element(By.ID, "admin-section").is_displayed(), "the admin panel")
+    try:
+        width = admin_page.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 360, f"the page is {width} px wide"
+    finally:
+        admin_page.execute_script("document.getElementById('admin-section').scrollIntoView()")
+        _shot(admin_page, "09-admin-phone")
+
+
+def test_a_user_key_sees_no_admin_panel(page: WebDriver, api: Api) -> None:
+    """With a user key the page finds out it is not an admin key and shows no routing or publishing."""
+    before = api.request("GET", "/v1/models/iris/routing").json()
+    _signed_in(page)
+    section = page.find_element(By.ID, "admin-section")
+    _until(page, lambda d: section.get_attribute("data-scope") == "user", "the key's scope found out")
+    assert not section.is_displayed()
+    assert not page.find_element(By.ID, "save-routing").is_displayed()
+    assert not page.find_element(By.ID, "publish-form").is_displayed()
+    assert api.request("GET", "/v1/models/iris/routing").json() == before
+    _shot(page, "10-user-no-admin")
