@@ -236,9 +236,10 @@ def test_finished_jobs_expire_on_time_and_redis_memory_stays_bounded(
         assert time.monotonic() - ended < 13  # 6 s after the last ended, give or take a loaded machine
         assert api.request("GET", f"/v1/jobs/{jobs[0]['id']}").status_code == 404
         assert api.request("GET", "/v1/jobs").json()["jobs"] == []
-        # Left: the broker's keys and, per queue, the reaper's mark and lock; the per-key byte counters
-        # outlive the retention by two of their buckets (of 1 s here).
-        kept = ("_kombu", "unacked", "claimed:", "reaper:")
+        # Left: the broker's keys and, per queue, the reaper's mark and lock; per model version, not per
+        # job, its counters (stats, drift's by the minute, kept a day) and its capped prediction log;
+        # the per-key byte counters outlive the retention by two of their buckets (of 1 s here).
+        kept = ("_kombu", "unacked", "claimed:", "reaper:", "stats:", "drift:", "predictions:")
 
         def leftovers() -> list[str]:
             return [k for k in clean_redis.scan_iter(count=1000) if not k.startswith(kept)]
