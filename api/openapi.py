@@ -86,6 +86,14 @@ def _components(settings: Settings) -> dict[str, Any]:
     submit["version"]["anyOf"][0]["pattern"] = VERSION_RE.pattern
     outputs = schemas["Job"]["properties"]["outputs"]
     outputs["description"] += f" The inline limit is {settings.inline_limit:,}."
+    # An events stream's data is the Job without its outputs: the same schema, that property left out.
+    job = schemas["Job"]
+    schemas["JobEvent"] = {
+        **job,
+        "description": "The Job as an events stream sends it: every field but `outputs`.",
+        "properties": {k: v for k, v in job["properties"].items() if k != "outputs"},
+        "required": [k for k in job["required"] if k != "outputs"],
+    }
     return schemas
 
 

@@ -57,6 +57,22 @@ def _text(*media_types: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {m: {"schema": {"type": "string"}} for m in media_types}}
 
 
+def _event_stream(description: str) -> dict[str, Any]:
+    """Describe a stream of `job` events: the schema is one event's, as OpenAPI 3.1 tools read it."""
+    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref("JobEvent")}
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"const": "job"},
+            "id": {"type": "string", "pattern": r"^\d+-[0-2]$"},
+            "data": data,
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
+
+
 def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool) -> dict[str, Any]:
     return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
 
@@ -236,10 +252,9 @@ def _job_operations(limits: Limits, prefer: dict[str, Any]) -> list[Op]:
                 ),
             ),
             ok={
-                200: _text(
-                    "text/event-stream",
-                    description="Events `job`, each a line `id: <done>-<stage>`, `event: job` and `data: "
-                    "<Job as JSON, without outputs>`, then a blank line; comment lines keep it alive.",
+                200: _event_stream(
+                    "Events `job`, each a line `id: <done>-<stage>`, `event: job` and `data: "
+                    "<Job as JSON, without outputs>`, then a blank line; comment lines keep it alive."
                 ),
                 204: {"description": "The `Last-Event-ID` was the job's final event: there is nothing more "
                       "to send, so a client stops coming back."},

@@ -447,8 +447,9 @@ def test_compose_has_an_optional_monitoring_profile_and_every_api_counts_across_
 def test_the_compose_prometheus_script_writes_its_config_and_password(tmp_path: Path) -> None:
     """The monitoring profile's start script renders Flower's user into a config promtool accepts."""
     script = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["prometheus"]["command"][0]
-    script = script.replace("$$", "$").replace("/etc/prometheus/infer/", f"{MONITORING}/")
-    script = script.replace(CONTAINER_TMP, f"{tmp_path}/")
+    # The container's temporary folder first: the checkout itself may live under /tmp.
+    script = script.replace("$$", "$").replace(CONTAINER_TMP, f"{tmp_path}/")
+    script = script.replace("/etc/prometheus/infer/", f"{MONITORING}/")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # A stand-in for the image's prometheus: check the config it is given, as Prometheus would read it.

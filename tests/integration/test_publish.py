@@ -413,7 +413,7 @@ def test_the_readmes_publish_commands_publish_iris_1_1_0_and_1_2_0(
 ) -> None:
     """The README's lines, run as printed (curl, python -m models.publish), publish retrained iris."""
     root = Path(__file__).resolve().parents[2]
-    lines = _readme_block("iris/versions")
+    lines = _readme_block("reference=@iris-reference.csv $API/v1/models/iris/versions")
     poll = lines.pop()
     assert "<id>" in poll
     env = {**os.environ, "ADMIN": f"Authorization: Bearer {ADMIN_KEY}", "ADMIN_KEY": ADMIN_KEY,
