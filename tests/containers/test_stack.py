@@ -434,6 +434,59 @@ def test_three_workers_each_serve_jobs(stack: Project, three_workers: list[str],
     measured.append(f"chunks served per worker after scaling to 3: {sorted(counts.values())}")
 
 
+def test_a_version_published_through_the_api_container_is_routed_and_served_by_every_worker(
+    stack: Project, three_workers: list[str], tmp_path: Path, measured: list[str]
+) -> None:
+    """Publish iris 1.1.0 through the API container, send it 10 %, then all traffic, then roll back."""
+    from tests.shipping import feature_names, small_forest
+
+    artifact, reference = small_forest("iris", tmp_path)
+    metadata = {"version": "1.1.0", "task": "classification",
+                "features": [{"name": name, "type": "number"} for name in feature_names("iris")]}  # fmt: skip
+    admin = {"key": stack.admin_key}
+    with artifact.open("rb") as model, reference.open("rb") as rows:
+        parts = {"artifact": ("iris.skops", model), "reference": ("iris.csv", rows)}
+        sent = stack.request("POST", "/v1/models/iris/versions", files=parts,
+                             data={"metadata": json.dumps(metadata)}, **admin)  # fmt: skip
+    assert sent.status_code == 202, sent.text[:300]
+    started = time.monotonic()
+    publish = stack.finished(sent.json()["id"])
+    assert (publish["kind"], publish["status"]) == ("publish", "succeeded"), publish
+    measured.append(f"iris 1.1.0 published through the API container in {time.monotonic() - started:.1f} s")
+    user_refused = stack.request("PUT", "/v1/models/iris/routing", json={"routes": {"1.0.0": 100}})
+    assert user_refused.status_code == 403
+
+    def route(routes: dict[str, int]) -> None:
+        answer = stack.request("PUT", "/v1/models/iris/routing", json={"routes": routes}, **admin)
+        assert answer.status_code == 200, answer.text[:300]
+        assert stack.request("GET", "/v1/models/iris/routing").json()["routes"] == routes
+
+    route({"1.0.0": 90, "1.1.0": 10})
+
+    def served_by() -> str:
+        answer = stack.request("POST", "/v1/models/iris/jobs", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]},
+                               headers={"Prefer": "wait=30"}).json()  # fmt: skip
+        assert answer["status"] == "succeeded", answer
+        return str(answer["version"])
+
+    versions = [served_by() for _ in range(100)]
+    assert set(versions) == {"1.0.0", "1.1.0"}, versions  # 1.1.0 missing from 100 draws: p = 0.9^100
+    route({"1.1.0": 100})
+    names = [stack.worker_name(container) for container in three_workers]
+    before = stack.served()
+    counts: dict[str, int] = {}
+    for _ in range(10):
+        jobs = [stack.finished(stack.submit_csv(30_000)) for _ in range(2)]
+        assert all((job["status"], job["version"]) == ("succeeded", "1.1.0") for job in jobs), jobs
+        after = stack.served()
+        counts = {name: after.get(name, 0) - before.get(name, 0) for name in names}
+        if all(count > 0 for count in counts.values()):
+            break
+    assert all(count > 0 for count in counts.values()), counts
+    route({"1.0.0": 100})
+    assert served_by() == "1.0.0"
+
+
 def test_flower_refuses_strangers_and_lists_the_workers(stack: Project, three_workers: list[str]) -> None:
     """Flower answers 401 on every route without (or with wrong) credentials and shows the workers online."""
     for path in ("/", "/workers", "/api/workers", "/metrics", "/healthcheck", "/static/css/flower.css"):
