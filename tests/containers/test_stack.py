@@ -234,11 +234,11 @@ class Project:
         assert sent.status_code in (200, 202), sent.text[:300]
         return str(sent.json()["id"])
 
-    def finished(self, job_id: str, patience: float = 120) -> dict[str, Any]:
-        """Long-poll a job until it ends and return it."""
+    def finished(self, job_id: str, patience: float = 120, key: str = "") -> dict[str, Any]:
+        """Long-poll a job (of the user key unless another is named) until it ends and return it."""
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            job: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}?wait=20").json()
+            job: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}?wait=20", key=key).json()
             if job["status"] in TERMINAL:
                 return job
         pytest.fail(f"job {job_id} did not finish within {patience:.0f} s")
@@ -450,7 +450,7 @@ def test_a_version_published_through_the_api_container_is_routed_and_served_by_e
                              data={"metadata": json.dumps(metadata)}, **admin)  # fmt: skip
     assert sent.status_code == 202, sent.text[:300]
     started = time.monotonic()
-    publish = stack.finished(sent.json()["id"])
+    publish = stack.finished(sent.json()["id"], key=stack.admin_key)
     assert (publish["kind"], publish["status"]) == ("publish", "succeeded"), publish
     measured.append(f"iris 1.1.0 published through the API container in {time.monotonic() - started:.1f} s")
     user_refused = stack.request("PUT", "/v1/models/iris/routing", json={"routes": {"1.0.0": 100}})
