@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -269,7 +270,9 @@ def make_registry(settings: Settings) -> Registry:
 
 def bump_generation(client: redis.Redis) -> None:
     """Tell every process the registry changed, so each lists it again within a second."""
-    client.incr(GENERATION_KEY)
+    # A fresh random value, not a counter: after Redis lost the key, a counter could come back to a
+    # value a process already saw, and that process would miss the change.
+    client.set(GENERATION_KEY, secrets.token_hex(8))
 
 
 class GenerationWatch:
