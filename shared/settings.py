@@ -107,7 +107,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "registry_url", "s3_endpoint_url", "s3_access_key", "s3_secret_key", "s3_region", mode="before"
+        "registry_url",
+        "s3_endpoint_url",
+        "s3_access_key",
+        "s3_secret_key",
+        "s3_region",
+        "webhook_secret",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

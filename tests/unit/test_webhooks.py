@@ -296,3 +296,13 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_total_time() -> 
     assert attempt.error == "no answer within 1.5 s"
     assert attempt.duration_ms < 6_000
     listener.close()
+
+
+def test_an_empty_webhook_secret_from_compose_means_webhooks_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose passes ${INFER_WEBHOOK_SECRET:-} as an empty string: no secret, not an empty one."""
+    monkeypatch.setenv("INFER_WEBHOOK_SECRET", "")
+    assert Settings().webhook_secret is None
+    monkeypatch.setenv("INFER_WEBHOOK_SECRET", "s3cret")
+    secret = Settings().webhook_secret
+    assert secret is not None
+    assert secret.get_secret_value() == "s3cret"
