@@ -1,4 +1,4 @@
-"""The command line's exit codes and its words for each error: what went wrong and what to do next."""
+"""The command line's shared words: exit codes, each error with what to do next, commands with examples."""
 
 from __future__ import annotations
 
@@ -127,3 +127,14 @@ def _detail(detail: Any) -> str:
     if detail.get("field") is not None:
         where.append(f"field {detail['field']}")
     return f"{', '.join(where) or 'request'}: {detail.get('reason', '')}"
+
+
+def documented_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str,
+    examples: str,
+) -> argparse.ArgumentParser:  # fmt: skip
+    """Add a subcommand whose --help shows its description and examples as written."""
+    return sub.add_parser(
+        name, help=summary, description=description, epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip

@@ -13,7 +13,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from inference_client._core import Model
-from inference_client.cli_errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, UsageError
+from inference_client.cli_errors import (
+    EXIT_INTERRUPTED,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    UsageError,
+    documented_command,
+)
 from inference_client.client import Client, Job
 from inference_client.errors import NotFound, WaitTimeout
 from inference_client.progress import EventsProgress
@@ -54,12 +60,8 @@ _STAGES = {
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `publish` command to the command line's subcommands."""
-    cmd = sub.add_parser(
-        "publish",
-        help="publish a trained model as a new version (admin)",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    cmd = documented_command(
+        sub, "publish", "publish a trained model as a new version (admin)", DESCRIPTION, EXAMPLES
     )
     cmd.add_argument(
         "model", metavar="MODEL", help="the model's name; a name not served yet makes a new model"

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inference_client._admin import Routing, Shadow, ShadowReport
-from inference_client.cli_errors import EXIT_OK, UsageError
+from inference_client.cli_errors import EXIT_OK, UsageError, documented_command
 from inference_client.client import Client
 
 ROUTE_DESCRIPTION = """\
@@ -40,13 +40,10 @@ examples:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `route` and `retire` commands to the command line's subcommands."""
-    route = sub.add_parser(
-        "route",
-        help="show how a model's traffic splits among its versions, or set it (admin)",
-        description=ROUTE_DESCRIPTION,
-        epilog=ROUTE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    route = documented_command(
+        sub, "route", "show how a model's traffic splits among its versions, or set it (admin)",
+        ROUTE_DESCRIPTION, ROUTE_EXAMPLES,
+    )  # fmt: skip
     route.add_argument("model", metavar="MODEL", help="the model's name, e.g. iris")
     route.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="e.g. 1.0.0=90 1.1.0=10")
     shadow = route.add_mutually_exclusive_group()
@@ -57,12 +54,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     shadow.add_argument("--no-shadow", action="store_true", help="remove the shadow version")
 
-    retire = sub.add_parser(
-        "retire",
-        help="retire a version no traffic goes to (admin)",
-        description=RETIRE_DESCRIPTION,
-        epilog=RETIRE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    retire = documented_command(
+        sub, "retire", "retire a version no traffic goes to (admin)", RETIRE_DESCRIPTION, RETIRE_EXAMPLES
     )
     retire.add_argument("model", metavar="MODEL", help="the model's name, e.g. iris")
     retire.add_argument("version", metavar="VERSION", help="the version to retire, e.g. 1.0.0")
