@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 
 from bench import data, limit, memory, report
+from bench.naive.run import measure as measure_naive
 from bench.profile import Profiler
 from bench.run import FULL, QUICK, run_workloads
 from bench.service import ROOT, Shape, start_service
 
-WORKLOADS = ("L", "W1", "W2", "W3", "W4", "S", "P")
+WORKLOADS = ("L", "W1", "W2", "W3", "W4", "S", "P", "N")
 EXAMPLES = ("iris", "breast-cancer", "scam-email")
 LIMIT_BATCH = 5_000
 # Another load on the machine skews every figure: how idle counts as idle, sampled over how long.
@@ -113,7 +114,9 @@ def _ratios(document: dict[str, Any]) -> dict[str, float | None]:
     w1 = report.lookup(document["workloads"], "W1.jobs_per_s")
     w3 = report.lookup(document["workloads"], "W3.rows_per_s")
     single, batched = cancer.get("single_record_calls_per_s"), cancer.get("batched_rows_per_s")
+    naive = report.lookup(document["workloads"], "N.jobs_per_s")
     return {
+        "W1_jobs_per_s_over_N_jobs_per_s": round(w1 / naive, 2) if w1 and naive else None,
         "W1_jobs_per_s_over_L_single_record_calls_per_s_x_cores": (
             round(w1 / (single * cores), 4) if w1 and single else None
         ),
@@ -171,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             document.update(asyncio.run(run_workloads(service, sizes, args.only, profiler)))
         finally:
             service.stop()
+        if "N" in args.only:
+            # After the service stopped, so the baseline has the machine to itself as W1 had.
+            print("N: W1's load against the tutorial-style app…", file=sys.stderr)
+            document["workloads"]["N"] = measure_naive(
+                registry, runtime="sklearn", concurrency=shape.concurrency * shape.workers,
+                api_processes=2 * (os.cpu_count() or 1) + 1, clients=sizes.w1_clients, jobs=sizes.w1_jobs,
+                seconds=sizes.n_seconds,
+            )  # fmt: skip
         document["ratios"] = _ratios(document)
         document["noise"] = report.noise(document)
         for name in ("W1", "W4"):
