@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import orjson
 import redis
+from redis.commands.core import Script
 
 from shared import store_scripts as scripts
 from shared.settings import Settings
@@ -57,6 +58,8 @@ CHANGED_CHANNEL = "jobs:changed"
 # The kinds of job: predicting records (what a record without a kind is) or publishing a model version.
 PREDICT_KIND, PUBLISH_KIND = "predict", "publish"
 ID_LENGTH = 32
+# A script, its keys and its arguments, run together with others in one pipeline.
+_ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -306,31 +309,60 @@ class JobStore:
 
     def claim(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
         """Mark (job id, model) pairs running unless ended or past deadline; return each status."""
-        pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
+        calls: list[_ScriptCall] = []
         for job_id, model in jobs:
             keys = [
                 f"job:{job_id}", f"queued:{model}", f"job:{job_id}:in", f"pending:{self.queue}",
                 f"claimed:{self.queue}",
             ]  # fmt: skip
-            self._claim(keys=keys, args=[now, self.retention_s], client=pipe)
-        return [str(status) for status in pipe.execute()]
+            calls.append((self._claim, keys, [now, self.retention_s]))
+        return [str(status) for status in self._run_scripts(calls)]
 
     def finish_chunks(self, chunks: Sequence[FinishedChunk]) -> None:
         """Record each chunk's outputs (NDJSON) once; a job's last chunk makes it succeed."""
-        pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
+        calls: list[_ScriptCall] = []
         for done in chunks:
             if done.watch is not None:  # before the outputs are recorded, so it sees whether they were
                 watch = done.watch
-                self._watch(keys=watch.keys(done.job), args=watch.args(done.chunk, now), client=pipe)
+                calls.append((self._watch, watch.keys(done.job), watch.args(done.chunk, now)))
             keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in", f"pending:{self.queue}"]
             args: list[str | int | bytes] = [
                 done.chunk, done.outputs, done.count, f"{done.predict_ms:.3f}", now, self.retention_s,
                 self.bucket_s, self.retention_s + 2 * self.bucket_s,
             ]  # fmt: skip
-            self._finish(keys=keys, args=args, client=pipe)
-        pipe.execute()
+            calls.append((self._finish, keys, args))
+        self._run_scripts(calls)
+
+    def _run_scripts(self, calls: Sequence[_ScriptCall]) -> list[Any]:
+        """Run script calls in one round trip by digest; calls Redis lost the script of run again once loaded.
+
+        redis-py's pipelines ask Redis whether their scripts exist before every execution, a round
+        trip each time; a script is missing only after Redis restarted or failed over, and a call
+        refused for that (NOSCRIPT) did nothing, so running it again after loading is exact.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for index in todo:
+                script, keys, args = calls[index]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            missing = []
+            for index, answer in zip(todo, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(answer, redis.exceptions.NoScriptError):
+                    missing.append(index)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    results[index] = answer
+            if not missing:
+                return results
+            for script in {calls[index][0] for index in missing}:
+                self.client.script_load(script.script)
+            todo = missing
+        raise redis.exceptions.NoScriptError("Redis dropped the job store's scripts twice in a row")
 
     def end(self, job_id: str, model: str, status: str, code: str, message: str) -> str:
         """End a queued or running job as failed, canceled or expired; return 'ended' or its status."""

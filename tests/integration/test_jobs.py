@@ -247,3 +247,13 @@ def test_broker_down_is_503_within_a_second_and_nothing_is_accepted(stack_factor
     _error(dead.submit("iris", [IRIS_ROW]), 503, "unavailable")
     assert time.monotonic() - started < 1.5
     _error(dead.request("GET", "/readyz", key=None), 503, "unavailable")
+
+
+def test_jobs_run_after_redis_forgets_the_job_stores_scripts(api: Api, clean_redis: redis.Redis) -> None:
+    """A Redis that lost its scripts (a restart, a failover; SCRIPT FLUSH here) still runs every job."""
+    for _ in range(2):  # flushed before each job: the create, claim and finish scripts each meet NOSCRIPT
+        clean_redis.script_flush()
+        job = api.submit("iris", [IRIS_RECORD]).json()
+        done = api.wait_job(job["id"])
+        assert done["status"] == "succeeded"
+        assert done["outputs"][0]["label"] == "setosa"
