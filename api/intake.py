@@ -203,12 +203,28 @@ def _accept_new(
         send()
     except Exception as exc:  # accepted all the same: the reaper publishes what was lost
         log.warning("publishing job %s failed (%s); the reaper will publish it", new.id, exc)
+    _confirm_replicated(svc, new)
     record = JobRecord(
         id=new.id, owner=new.owner, model=new.model, version=new.version, status=QUEUED,
         created_at=created.created_at, started_at=None, completed_at=None, total=new.total, done=0,
         chunks=new.chunks, predict_ms=0.0, kind=new.kind,
     )  # fmt: skip
     return Accepted(record, True)
+
+
+def _confirm_replicated(svc: Services, new: NewJob) -> None:
+    """Return once the job's record and message reached enough replicas (Sentinel mode), else say so."""
+    try:
+        if svc.store.replicas.confirm(f"job:{new.id}"):
+            return
+    except redis.RedisError as exc:
+        log.warning("job %s: could not confirm it reached a replica (%s)", new.id, exc)
+    retry = "retry with the same Idempotency-Key" if new.idempotency else "look it up"
+    raise MaybeAccepted(
+        f"Job {new.id} was written but no replica confirmed it in time, so a failover may lose it: "
+        f"{retry} (GET /v1/jobs/{new.id}) before sending it again.",
+        [{"field": "id", "reason": new.id}],
+    )
 
 
 def _publish(svc: Services, messages: list[ChunkMessage]) -> None:

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu import Producer
 
+from shared.redis_connect import broker_sentinel_options, broker_url
 from shared.settings import Settings
 from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 
 
 def make_celery(settings: Settings) -> Celery:
     """Return a Celery app bound to the settings' Redis, JSON only, acking after the work is done."""
-    app = Celery("infer", broker=settings.redis_url, set_as_current=False)
+    app = Celery("infer", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -33,6 +34,8 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": settings.restore_interval_s,
             "socket_connect_timeout": settings.broker_timeout_s,
             "socket_timeout": max(5.0, settings.broker_timeout_s),
+            # In Sentinel mode: the master's name and how to reach the sentinels.
+            **broker_sentinel_options(settings),
         },
         broker_connection_retry_on_startup=True,
         # Flower switches task events on while it watches (its enable_events); off, they cost nothing.

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     # Connections each process opens to Redis at most; a burst past them waits for one instead of failing.
     redis_max_connections: int = Field(default=64, gt=0)
     redis_pool_timeout_s: float = Field(default=10.0, gt=0)
+    # Redis Sentinel: unset, the one Redis at redis_url; set (host:port of each sentinel, comma
+    # separated), every process follows the master the sentinels name (db 0 of it) through a failover,
+    # with redis_password for Redis and redis_sentinel_password for the sentinels.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_master_name: str = "inference"
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    # How long a command keeps retrying while Sentinel promotes a replica (Sentinel mode only).
+    redis_failover_s: float = Field(default=30.0, gt=0)
+    # A job is answered 202 only once its record reached this many replicas (WAIT), else a truthful
+    # 503; unset: 1 in Sentinel mode, 0 (no wait) with one Redis. Waits at most redis_replica_timeout_s.
+    redis_min_replicas: int | None = Field(default=None, ge=0)
+    redis_replica_timeout_s: float = Field(default=2.0, gt=0)
     # A job whose message was lost (a worker killed as it took it, an API killed before it published)
     # is published again within this long once no worker holds it and the queue has moved past it.
     redelivery_s: float = Field(default=30.0, gt=0)
@@ -113,6 +126,9 @@ class Settings(BaseSettings):
         "s3_secret_key",
         "s3_region",
         "webhook_secret",
+        "redis_password",
+        "redis_sentinel_password",
+        "redis_min_replicas",
         mode="before",
     )
     @classmethod
@@ -125,4 +141,17 @@ class Settings(BaseSettings):
     def _split_hashes(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for address in value if isinstance(value, list) else []:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"{address!r} is not host:port; give each sentinel as host:port, comma separated"
+                )
         return value

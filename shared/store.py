@@ -28,6 +28,7 @@ import redis
 from redis.commands.core import Script
 
 from shared import store_scripts as scripts
+from shared.redis_connect import ReplicaWait, connect_redis, replicas_to_wait
 from shared.settings import Settings
 from shared.watch import WATCH_CHUNK, ChunkWatch
 
@@ -77,19 +78,10 @@ def connect(settings: Settings, blocking: bool = False) -> redis.Redis:
     """Return a Redis client for the store that fails fast when Redis is unreachable.
 
     Its pool holds a bounded number of connections; a request finding them all busy waits for one
-    (up to the pool timeout) rather than failing, so a burst is served late instead of refused.
+    (up to the pool timeout) rather than failing, so a burst is served late instead of refused. In
+    Sentinel mode it follows the master through a failover (shared/redis_connect.py).
     """
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_pool_timeout_s,
-        decode_responses=True,
-        socket_connect_timeout=settings.broker_timeout_s,
-        socket_timeout=None if blocking else max(5.0, settings.broker_timeout_s),
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
-    return redis.Redis(connection_pool=pool)
+    return connect_redis(settings, blocking=blocking)
 
 
 def never_sent(exc: redis.RedisError) -> bool:
@@ -206,15 +198,9 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         # The same server and options, but bytes in and out, for the records of bulk chunks.
-        pool = client.connection_pool
-        self.binary = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
-                connection_class=pool.connection_class,
-                max_connections=settings.redis_max_connections,
-                timeout=settings.redis_pool_timeout_s,
-                **{**pool.connection_kwargs, "decode_responses": False},
-            )
-        )
+        self.binary = connect_redis(settings, decode=False)
+        # Proves a new job's record (and its message, sent after it) reached replicas before its 202.
+        self.replicas = ReplicaWait(client, replicas_to_wait(settings), settings.redis_replica_timeout_s)
         self.settings = settings
         self.retention_s = settings.retention_s
         self.lifetime_s = max(settings.max_job_age_s, settings.retention_s)

@@ -222,9 +222,10 @@ class Stack:
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        """Stop every process, Redis last so workers can record what they finish."""
+        """Stop every process, Redis and its sentinels last so workers can record what they finish."""
         self.concurrency.clear()  # a supervisor must not start again what is being stopped
-        for group in ([n for n in self.procs if n != "redis"], [n for n in self.procs if n == "redis"]):
+        last = [n for n in self.procs if n == "redis" or n.startswith(("redis-", "sentinel-"))]
+        for group in ([n for n in self.procs if n not in last], last):
             for name in group:
                 if self.procs[name].poll() is None:
                     self.procs[name].send_signal(signal.SIGTERM)
