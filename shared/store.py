@@ -30,7 +30,7 @@ from redis.commands.core import Script
 from shared import store_scripts as scripts
 from shared.redis_connect import ReplicaWait, connect_redis, replicas_to_wait
 from shared.settings import Settings
-from shared.watch import WATCH_CHUNK, ChunkWatch
+from shared.watch import WATCH_CHUNKS, ChunkWatch, watch_call
 
 
 class JobStatus(StrEnum):
@@ -212,7 +212,7 @@ class JobStore:
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH_CHUNK)
         self._end = client.register_script(scripts.END)
-        self._watch = client.register_script(WATCH_CHUNK)
+        self._watch = client.register_script(WATCH_CHUNKS)
 
     def create(self, job: NewJob, inputs: bytes = b"", input_bytes: int = 0) -> Created:
         """Write a queued job, with its one input chunk if given, unless a limit refuses it.
@@ -309,10 +309,10 @@ class JobStore:
         """Record each chunk's outputs (NDJSON) once; a job's last chunk makes it succeed."""
         now = repr(time.time())
         calls: list[_ScriptCall] = []
+        watched = [(done.job, done.chunk, done.watch) for done in chunks if done.watch is not None]
+        if watched:  # before the outputs are recorded, so it sees whether they were
+            calls.append((self._watch, *watch_call(watched, now)))
         for done in chunks:
-            if done.watch is not None:  # before the outputs are recorded, so it sees whether they were
-                watch = done.watch
-                calls.append((self._watch, watch.keys(done.job), watch.args(done.chunk, now)))
             keys = [f"job:{done.job}", f"job:{done.job}:out", f"job:{done.job}:in", f"pending:{self.queue}"]
             args: list[str | int | bytes] = [
                 done.chunk, done.outputs, done.count, f"{done.predict_ms:.3f}", now, self.retention_s,

@@ -1,7 +1,7 @@
 """What a served chunk adds to its version's drift counters and its model's prediction log.
 
-The job store runs WATCH_CHUNK in the pipeline that records the chunk's outputs, just before the
-script that records them, so watching costs no round trip of its own. It counts only a chunk whose
+The job store runs WATCH_CHUNKS in the pipeline that records the chunks' outputs, just before the
+scripts that record them, so watching costs no round trip of its own. It counts only a chunk whose
 job is running and whose outputs are not recorded yet, as the recording script records only those;
 two deliveries of one chunk racing each other could both count it, which drift shrugs off. Its
 writes are `redis.pcall`s: whatever becomes of them, the outputs are recorded.
@@ -14,22 +14,43 @@ from dataclasses import dataclass, field
 from shared.drift import BUCKET_TTL_S
 from shared.prediction_log import ENTRY_LUA
 
-# KEYS: job, outputs, drift counters, prediction log
-# ARGV: chunk index, now, counters' ttl, log's max length, number of counts n, n pairs (field, count),
-#       then pairs (input JSON, output JSON) of the sampled records
-WATCH_CHUNK = (
+# KEYS: per chunk: job, outputs, drift counters, prediction log
+# ARGV: now, counters' ttl, then per chunk: its index, the log's max length, the number of counts n,
+#       the number of sampled records m, n pairs (field, count), m pairs (input JSON, output JSON)
+# The counts of every counted chunk are summed first, so a batch of one-record jobs adds to each
+# counter once, not once a job; a chunk listed twice (a redelivery in the same batch) counts once.
+WATCH_CHUNKS = (
     "#!lua flags=allow-oom\n"
     + ENTRY_LUA
     + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-local last = 5 + 2 * tonumber(ARGV[5])
-if last > 5 then
-  for i = 6, last, 2 do redis.pcall('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
-  redis.pcall('EXPIRE', KEYS[3], ARGV[3])
+local totals, order, seen = {}, {}, {}
+local a = 3
+for k = 1, #KEYS, 4 do
+  local job, out, counters, log = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local chunk, log_max = ARGV[a], ARGV[a + 1]
+  local counts, entries = a + 4, a + 4 + 2 * tonumber(ARGV[a + 2])
+  a = entries + 2 * tonumber(ARGV[a + 3])
+  local mark = out .. ' ' .. chunk
+  if not seen[mark] and redis.call('HGET', job, 'status') == 'running'
+      and redis.call('HEXISTS', out, chunk) == 0 then
+    local sums = totals[counters]
+    if not sums then
+      sums = {}
+      totals[counters] = sums
+      order[#order + 1] = counters
+    end
+    for i = counts, entries - 1, 2 do sums[ARGV[i]] = (sums[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end
+    for i = entries, a - 1, 2 do log_entry(job, log, log_max, ARGV[1], ARGV[i], ARGV[i + 1], 'null') end
+  end
+  seen[mark] = true
 end
-for i = last + 1, #ARGV, 2 do
-  log_entry(KEYS[1], KEYS[4], ARGV[4], ARGV[2], ARGV[i], ARGV[i + 1], 'null')
+for _, counters in ipairs(order) do
+  local any = false
+  for name, count in pairs(totals[counters]) do
+    redis.pcall('HINCRBY', counters, name, count)
+    any = true
+  end
+  if any then redis.pcall('EXPIRE', counters, ARGV[2]) end
 end
 return 1
 """
@@ -48,10 +69,19 @@ class ChunkWatch:
     # Input JSON, output JSON, input JSON ... of the sampled records.
     entries: list[bytes] = field(default_factory=list)
 
-    def keys(self, job: str) -> list[str]:
-        """Return the keys WATCH_CHUNK takes for a chunk of a job."""
-        return [f"job:{job}", f"job:{job}:out", self.counters, self.log]
+    def args(self, chunk: int) -> list[str | int | bytes]:
+        """Return WATCH_CHUNKS's arguments for the chunk of that index."""
+        counts, entries = len(self.counts) // 2, len(self.entries) // 2
+        return [chunk, self.log_max, counts, entries, *self.counts, *self.entries]
 
-    def args(self, chunk: int, now: str) -> list[str | int | bytes]:
-        """Return the arguments WATCH_CHUNK takes for the chunk of that index, recorded at now."""
-        return [chunk, now, BUCKET_TTL_S, self.log_max, len(self.counts) // 2, *self.counts, *self.entries]
+
+def watch_call(
+    chunks: list[tuple[str, int, ChunkWatch]], now: str
+) -> tuple[list[str], list[str | int | bytes]]:
+    """Return WATCH_CHUNKS's keys and arguments for (job, chunk index, watch) triples recorded at now."""
+    keys: list[str] = []
+    args: list[str | int | bytes] = [now, BUCKET_TTL_S]
+    for job, chunk, watch in chunks:
+        keys += [f"job:{job}", f"job:{job}:out", watch.counters, watch.log]
+        args += watch.args(chunk)
+    return keys, args

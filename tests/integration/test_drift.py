@@ -268,6 +268,30 @@ def test_a_chunk_delivered_twice_is_counted_once(redis_url: str, clean_redis: re
     assert (entry[1]["input"], entry[1]["output"], entry[1]["error"]) == ('{"a":1}', '{"value":1}', "null")
 
 
+def test_a_batch_of_chunks_is_counted_as_the_sum_of_its_counted_chunks(
+    redis_url: str, clean_redis: redis.Redis
+) -> None:
+    """Chunks recorded together add their sums; one listed twice, or of a job not running, adds nothing."""
+    settings = Settings(redis_url=redis_url, queue_name=QUEUE)
+    store = JobStore(connect(settings), settings)
+    jobs = [
+        NewJob(id=new_job_id(), owner="o", model="iris", version="1.0.0", total=1, chunks=1) for _ in range(4)
+    ]
+    for job in jobs:
+        assert store.create(job).outcome == "created"
+    assert store.claim([(job.id, "iris") for job in jobs[:3]]) == [RUNNING] * 3  # the fourth stays queued
+    watch = ChunkWatch("drift:iris:1.0.0:7", "predictions:iris", 5, ["n", 1, "0:2", 1])
+    other = ChunkWatch("drift:iris:2.0.0:7", "predictions:iris", 5, ["n", 1, "1:0", 1])
+    finished = [FinishedChunk(job.id, 0, b'{"value":1}\n', 1, 0.1, watch) for job in jobs]
+    finished.insert(1, finished[0])  # a redelivery of the first chunk in the same batch
+    finished.append(FinishedChunk(jobs[2].id, 0, b'{"value":1}\n', 1, 0.1, other))  # a second version
+    store.finish_chunks(finished)
+    assert clean_redis.hgetall("drift:iris:1.0.0:7") == {"n": "3", "0:2": "3"}
+    assert clean_redis.hgetall("drift:iris:2.0.0:7") == {}  # a chunk already listed in this batch
+    store.finish_chunks([FinishedChunk(job.id, 0, b'{"value":1}\n', 1, 0.1, watch) for job in jobs])
+    assert clean_redis.hgetall("drift:iris:1.0.0:7") == {"n": "3", "0:2": "3"}
+
+
 def test_counts_that_cannot_be_written_do_not_keep_the_outputs_from_being_recorded(
     redis_url: str, clean_redis: redis.Redis
 ) -> None:
