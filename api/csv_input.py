@@ -24,8 +24,13 @@ from shared.chunks import Records
 from shared.errors import InvalidInput, InvalidJson
 from shared.registry import Manifest
 
-_CELL_RE = re.compile(r"at row (\d+), column (\d+)")
-_WIDTH_RE = re.compile(r"at row (\d+)")
+# A cell: quoted (a doubled quote inside stands for one, text after the closing quote is kept) or bare.
+_CELL = re.compile(r'"(?P<quoted>(?:[^"]|"")*)(?P<close>")?(?P<after>[^,]*)|(?P<bare>[^,]*)')
+# What the fast path takes as a number: blanks around it, no digit separators, hex or other scripts.
+_NUMBER = re.compile(
+    r"[ \t\v\f]*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)[ \t\v\f]*",
+    re.ASCII | re.IGNORECASE,
+)
 MAX_DETAILS = 50
 BLOCK_BYTES = 1 << 20
 HEADER_BLOCK_BYTES = 1 << 16
@@ -118,30 +123,72 @@ def _header(line: bytes, manifest: Manifest) -> list[str]:
 
 
 def _table(lines: bytes, columns: list[str], first_row: int) -> npt.NDArray[np.float64]:
-    """Parse whole CSV lines of numbers, naming the row (counted over the body) and column of a bad cell."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # blank lines are no rows, not a warning
-            # Parsed as JSON numbers are (float64), so both meet the schema's bounds alike.
-            table = np.loadtxt(io.BytesIO(lines), delimiter=",", dtype=np.float64, ndmin=2, quotechar='"')
-    except ValueError as exc:
-        message = str(exc).split(";")[0]
-        cell = _CELL_RE.search(message)
-        if cell:
-            detail = {
-                "index": first_row + int(cell[1]),
-                "field": columns[int(cell[2]) - 1],
-                "reason": "not a number",
-            }
+    """Parse whole CSV lines of numbers, naming the row (counted over the body) and column of a bad cell.
+
+    The lines are converted at once in C; only when that fails are they read again one at a time,
+    to name the first bad row and cell exactly.
+    """
+    # A quote left open at a line's end would carry a cell over the line break; such a row is bad.
+    if b'"' not in lines or _quotes_pair_on_each_line(lines):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # blank lines are no rows, not a warning
+                # Parsed as JSON numbers are (float64), so both meet the schema's bounds alike;
+                # comments=None: a row beginning with "#" is a bad row, never one left out unsaid.
+                table = np.loadtxt(
+                    io.BytesIO(lines), delimiter=",", dtype=np.float64, ndmin=2, quotechar='"', comments=None
+                )
+        except ValueError:
+            pass
         else:
-            width = _WIDTH_RE.search(message)
-            index = first_row + int(width[1]) - 1 if width else None
+            if table.shape[1] == len(columns):
+                return table
+    return checked_table(lines, columns, first_row)
+
+
+def _quotes_pair_on_each_line(lines: bytes) -> bool:
+    """Tell whether every line holds an even number of double quotes."""
+    data = np.frombuffer(lines, dtype=np.uint8)
+    odd = np.bitwise_xor.accumulate(data == ord('"'))
+    return not odd[data == ord("\n")].any() and not odd[-1]
+
+
+def checked_table(lines: bytes, columns: list[str], first_row: int) -> npt.NDArray[np.float64]:
+    """Parse CSV lines one at a time as the fast path does, raising at the first bad row naming its cell."""
+    rows: list[list[float]] = []
+    for line in lines.decode("latin-1").split("\n"):
+        if not line:  # a blank line is no row
+            continue
+        index = first_row + len(rows)
+        cells = _cells(line)
+        if len(cells) != len(columns):
             detail = {"index": index, "field": None, "reason": f"expected {len(columns)} columns"}
-        raise InvalidInput("A CSV row does not match the input schema.", [detail]) from None
-    if table.shape[1] != len(columns):
-        detail = {"index": first_row, "field": None, "reason": f"expected {len(columns)} columns"}
-        raise InvalidInput("A CSV row does not match the input schema.", [detail])
-    return table
+            raise InvalidInput("A CSV row does not match the input schema.", [detail])
+        row = []
+        for column, cell in zip(columns, cells, strict=True):
+            if cell is None or not _NUMBER.fullmatch(cell):
+                detail = {"index": index, "field": column, "reason": "not a number"}
+                raise InvalidInput("A CSV row does not match the input schema.", [detail])
+            row.append(float(cell))
+        rows.append(row)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+
+
+def _cells(line: str) -> list[str | None]:
+    """Return a line's cells as the fast path reads them; None for a quoted cell left open."""
+    cells: list[str | None] = []
+    at = 0
+    while True:
+        cell = _CELL.match(line, at)
+        assert cell is not None  # every alternative may match nothing
+        if cell["bare"] is not None:
+            cells.append(cell["bare"])
+        else:
+            closed = cell["close"] is not None
+            cells.append(cell["quoted"].replace('""', '"') + cell["after"] if closed else None)
+        at = cell.end() + 1  # past the comma
+        if at > len(line):
+            return cells
 
 
 def _blocks(stream: Readable, digest: Digest, ahead: bytes) -> Iterator[bytes]:
@@ -169,8 +216,9 @@ def _numeric_tables(
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         cut = len(data) if not block else data.rfind(b"\n") + 1
         lines, rest = data[:cut], data[cut:]
-        if lines.strip():
-            _decode(lines)  # a cut at a newline never splits a UTF-8 character
+        if lines.strip(b"\n"):  # only line breaks: blank lines, no rows (a line of blanks is a row)
+            if not lines.isascii():
+                _decode(lines)  # a cut at a newline never splits a UTF-8 character
             table = _table(lines, columns, row)
             yield np.ascontiguousarray(table[:, order]) if reorder else table
             row += len(table)

@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from api import csv_input
 from api.csv_input import csv_chunks
 from api.validation import validate_records
 from shared.errors import InvalidInput
@@ -162,3 +165,115 @@ def test_a_header_with_a_few_extra_columns_names_each(registry: Registry) -> Non
         ("x", "not a feature of this model"),
         ("y", "not a feature of this model"),
     ]
+
+
+# Cells as spreadsheets and scripts write them; the bad ones a wrong export or a typo gives.
+GOOD_CELLS = st.one_of(
+    st.floats(-1e6, 1e6).map(repr),
+    st.floats(-1e6, 1e6).map(lambda v: f"{v:.3e}"),
+    st.floats(-1e6, 1e6).map(lambda v: f"{v:+E}"),
+    st.integers(-(10**6), 10**6).map(str),
+    st.sampled_from(["5.", ".5", "-.5", "00012", "1e-400", "0"]),
+)
+BAD_CELLS = st.sampled_from(
+    ["", "x", "1.2.3", "--1", "1_0", "0x10", '"1,5"', "#1", '"2', '2"', "1 2", "é", "١", '"2"x', "nan", "inf"]
+)
+
+
+@st.composite
+def _cell(draw: st.DrawFn) -> str:
+    """Return a cell, a bad one now and then, so that about half the bodies are taken."""
+    cell = draw(BAD_CELLS if draw(st.integers(0, 59)) == 0 else GOOD_CELLS)
+    if draw(st.integers(0, 9)) == 0:
+        cell = draw(st.sampled_from([" ", "\t"])) + cell + draw(st.sampled_from(["", " "]))
+    if draw(st.integers(0, 9)) == 0:
+        cell = '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+@st.composite
+def _body(draw: st.DrawFn) -> bytes:
+    header = draw(st.permutations(IRIS))
+    lines = [",".join(header)]
+    for _ in range(draw(st.integers(1, 12))):
+        cells = [draw(_cell()) for _ in IRIS]
+        kind = draw(st.integers(0, 39))
+        if kind == 0:
+            cells = cells[:-1]
+        elif kind == 1:
+            cells.append(draw(_cell()))
+        lines.append(",".join(cells))
+        if draw(st.integers(0, 9)) == 0:
+            lines.append(draw(st.sampled_from(["", "", "", "", "", " ", '"', "#", ",,,"])))
+    ending = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    bom = draw(st.sampled_from(["", "\ufeff"]))
+    return (bom + ending.join(lines) + draw(st.sampled_from([ending, ""]))).encode()
+
+
+def _outcome(manifest: Manifest, body: bytes, step: int) -> tuple[Any, ...]:
+    """Return the rows read as float32, or the refusal's message and details."""
+    try:
+        rows = _read_csv(manifest, Trickle(body, step))
+    except InvalidInput as exc:
+        return ("refused", exc.message, exc.details)
+    return ("taken", np.asarray(rows, dtype=np.float32).tobytes())
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_body(), step=st.sampled_from([1, 2, 5, 17, 64, 1 << 30]))
+def test_the_fast_path_takes_and_refuses_exactly_what_the_row_by_row_checker_does(
+    registry: Registry, body: bytes, step: int
+) -> None:
+    """Random CSVs, cut into blocks anywhere: the same rows taken, or the same record and field named."""
+    manifest = registry.get("iris")
+    fast = _outcome(manifest, body, step)
+    event(fast[0])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv_input, "_table", csv_input.checked_table)
+        slow = _outcome(manifest, body, step)
+    assert fast == slow
+    if b"nan" not in body.lower() and b"inf" not in body.lower():
+        # How the body was cut into blocks changes nothing either.
+        assert _outcome(manifest, body, 1 << 30) == fast
+
+
+def test_bad_rows_are_named_at_the_first_row_the_last_row_of_a_block_and_across_a_block_boundary(
+    registry: Registry,
+) -> None:
+    """Rows on either side of a 1 MiB block's end, and the one it cuts, are named by their own index."""
+    manifest = registry.get("iris")
+    line = b"5.1,3.5,1.4,0.2\n"
+    rows = 3 * csv_input.BLOCK_BYTES // len(line)
+    head = ",".join(IRIS).encode() + b"\n"
+    cut_row = (csv_input.BLOCK_BYTES - len(head)) // len(line)  # the row the first block's end cuts
+    for bad in (0, cut_row - 1, cut_row, cut_row + 1, rows - 1):
+        lines = [line] * rows
+        lines[bad] = b"5.1,3.5,1.4,x\n"
+        refusal = _refusal(lambda lines=lines: _read_csv(manifest, head + b"".join(lines), max_records=rows))
+        assert [(d["index"], d["field"]) for d in refusal.details] == [(bad, "petal_width")]
+
+
+@pytest.mark.parametrize(
+    ("rows", "named"),
+    [
+        (b"1,2,3,4,x\n", (0, None)),  # a cell past the header's columns: a 422, not an error of the server
+        (b"1,2,3,4,5\n1,2,3,4\n", (0, None)),  # the first row too wide, the next right
+        (b"1,2,3,4\n#1,2,3,4\n", (1, "sepal_length")),  # no comment lines: a row is never left out
+        (b'1,2,3,4\n1,2,3,"4\n"\n', (1, "petal_width")),  # a quoted cell never runs over a line break
+        (b"1,2,3,4\n   \n", (1, None)),  # a line of blanks is a row, not a blank line
+        (b"1,2,3,4\n1,2,,4\n", (1, "petal_length")),  # an empty cell
+    ],
+)
+def test_rows_numpy_would_misread_are_refused_naming_their_record(
+    registry: Registry, rows: bytes, named: tuple[int, str | None]
+) -> None:
+    """Each of these rows is refused with its own index and cell."""
+    body = ",".join(IRIS).encode() + b"\n" + rows
+    refusal = _refusal(lambda: _read_csv(registry.get("iris"), body))
+    assert [(d["index"], d["field"]) for d in refusal.details] == [named]
+
+
+def test_quoted_and_blank_padded_numbers_are_taken(registry: Registry) -> None:
+    """Quotes around a number, blanks around it, a doubled quote only where it breaks the number."""
+    body = ",".join(IRIS).encode() + b'\n"1", 2 ,\t3,"4" \n\n+5E-1,.5,5.,-0\n'
+    assert _read_csv(registry.get("iris"), body) == [[1, 2, 3, 4], [0.5, 0.5, 5, 0]]
