@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench import memory
 from shared.settings import hash_api_key
+from tools.sentinel import SentinelStack
 from tools.stack import Stack, free_port, http_status, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,15 +109,29 @@ def service_env(registry: Path, key: str, admin_key: str, other_key: str) -> dic
     return env
 
 
-def start_service(run_dir: Path, registry: Path, shape: Shape) -> Service:
-    """Start Redis, the workers and the API on loopback and return once a worker consumes."""
+def start_service(
+    run_dir: Path,
+    registry: Path,
+    shape: Shape,
+    sentinel: bool = False,
+    overrides: dict[str, str] | None = None,
+) -> Service:
+    """Start Redis, the workers and the API on loopback and return once a worker consumes.
+
+    sentinel: on a Sentinel-managed Redis (a master, two replicas, three sentinels) instead of one
+    redis-server. overrides: settings of the environment to change.
+    """
     key, admin_key, other_key = (secrets.token_urlsafe(24) for _ in range(3))
-    stack = Stack(run_dir, service_env(registry, key, admin_key, other_key))
+    env = {**service_env(registry, key, admin_key, other_key), **(overrides or {})}
+    stack = SentinelStack(run_dir, env) if sentinel else Stack(run_dir, env)
     service = Service(
         stack=stack, port=free_port(), key=key, shape=shape, admin_key=admin_key, other_key=other_key
     )
     try:
-        stack.start_redis(free_port())
+        if isinstance(stack, SentinelStack):
+            stack.start_sentinel_redis(secrets.token_urlsafe(16), secrets.token_urlsafe(16))
+        else:
+            stack.start_redis(free_port())
         for index in range(1, shape.workers + 1):
             stack.start_worker(f"worker{index}", shape.concurrency)
         base = stack.start_api(service.port, shape.api_processes)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from shared.settings import Settings
 
@@ -37,8 +37,32 @@ return 1
 """
 
 
+class _MasterConnection(SentinelManagedConnection):
+    """A connection that asks the sentinels where the master is whenever it connects again.
+
+    redis-py's own asks only when the pool hands out a new connection; one that lost its socket
+    mid-command reconnects to the address it had, a dead master, until its retries run out.
+    """
+
+    def connect(self) -> None:
+        """Connect to the master the sentinels name now, retrying over a failover."""
+        self.retry.call_with_retry(self.connect_check_health, lambda _: None)
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        """Connect, unless connected, to the master the sentinels name now (one try: callers retry)."""
+        if self._sock:
+            return
+        self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """A pool of connections to the master the sentinels name, where a burst waits for a free one."""
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]  # redis-py's sentinel module has no hints
+            service_name, sentinel_manager, connection_class=_MasterConnection, **kwargs
+        )
 
 
 def sentinel_mode(settings: Settings) -> bool:

@@ -25,6 +25,7 @@ MASTER_NAME = "inference"
 DOWN_AFTER_MS = 1_000
 FAILOVER_TIMEOUT_MS = 5_000
 READY_S = 60
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -64,6 +65,18 @@ class SentinelGroup:
         return best if best is not None and votes[best] * 2 > len(self.sentinels) else None
 
 
+class _PortTaken(RuntimeError):
+    """A process of the group exited as it started, most likely because its port was taken."""
+
+
+def _free_ports(count: int) -> list[int]:
+    """Return count distinct ports nothing listens on now."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return list(ports)
+
+
 def _sentinel_program() -> str:
     program = shutil.which("redis-sentinel")
     if program is None:
@@ -83,26 +96,53 @@ class SentinelStack(Stack):
 
         That is: every replica is in sync and every sentinel knows every replica and every other sentinel.
         """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            group = SentinelGroup(password, sentinel_password)
+            self.group = group
+            try:
+                self._start_group(group, replicas, sentinels)
+                break
+            except _PortTaken:  # another program took a port between its choice and its use
+                for name in [*group.nodes, *group.sentinels]:
+                    proc = self.procs.pop(name, None)
+                    if proc is not None and proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                if attempt == START_ATTEMPTS:
+                    raise
+        master_port = group.nodes["redis"]
+        self.env.update(
+            {
+                "INFER_REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in group.sentinels.values()),
+                "INFER_REDIS_MASTER_NAME": MASTER_NAME,
+                "INFER_REDIS_PASSWORD": password,
+                "INFER_REDIS_SENTINEL_PASSWORD": sentinel_password,
+                # What a tool that knows no Sentinel reaches: the first master.
+                "INFER_REDIS_URL": f"redis://:{password}@127.0.0.1:{master_port}/0",
+            }
+        )
+        return group
+
+    def _start_group(self, group: SentinelGroup, replicas: int, sentinels: int) -> None:
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("redis-server is not installed: run 'make redis' or install it")
-        group = SentinelGroup(password, sentinel_password)
-        self.group = group
+        password, sentinel_password = group.password, group.sentinel_password
         names = ["redis"] + [f"redis-replica-{i}" for i in range(1, replicas + 1)]
-        for name in names:
-            group.nodes[name] = free_port()
+        ports = _free_ports(len(names) + sentinels)
+        group.nodes.update(zip(names, ports, strict=False))
+        group.sentinels.update((f"sentinel-{i}", ports[len(names) + i - 1]) for i in range(1, sentinels + 1))
         master_port = group.nodes["redis"]
         for name, port in group.nodes.items():
             data = self.run_dir / name
-            data.mkdir(exist_ok=True)
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir()
             config = {"port": str(port), "bind": "127.0.0.1", "dir": str(data), "appendonly": "yes",
                       "save": "", "maxmemory": REDIS_MAXMEMORY, "maxmemory-policy": "noeviction",
                       "requirepass": password, "masterauth": password,
                       "repl-diskless-sync-delay": "0"}  # fmt: skip
             replica = [f"replicaof 127.0.0.1 {master_port}"] if name != "redis" else []
             self._spawn(name, [server, self._config(name, config, replica)])
-        for index in range(1, sentinels + 1):
-            group.sentinels[f"sentinel-{index}"] = free_port()
         # Each sentinel is told its peers and the replicas, which it would otherwise learn within
         # some 10 s (hello messages every 2 s, the master's INFO every 10 s).
         ids = {name: secrets.token_hex(20) for name in group.sentinels}
@@ -124,17 +164,6 @@ class SentinelStack(Stack):
             self._spawn(name, [_sentinel_program(), self._config(name, lines, monitor)])
         ready = functools.partial(self._monitoring, group, replicas, sentinels)
         wait_until(ready, READY_S, "the sentinels and replicas")
-        self.env.update(
-            {
-                "INFER_REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in group.sentinels.values()),
-                "INFER_REDIS_MASTER_NAME": MASTER_NAME,
-                "INFER_REDIS_PASSWORD": password,
-                "INFER_REDIS_SENTINEL_PASSWORD": sentinel_password,
-                # What a tool that knows no Sentinel reaches: the first master.
-                "INFER_REDIS_URL": f"redis://:{password}@127.0.0.1:{master_port}/0",
-            }
-        )
-        return group
 
     def _config(self, name: str, settings: dict[str, str], lines: list[str] | None = None) -> str:
         """Write a config file only this user can read (it holds passwords) and return its path."""
@@ -143,8 +172,10 @@ class SentinelStack(Stack):
         write_private(path, text + "".join(f"{line}\n" for line in lines or []))
         return str(path)
 
-    @staticmethod
-    def _monitoring(group: SentinelGroup, replicas: int, sentinels: int) -> bool:
+    def _monitoring(self, group: SentinelGroup, replicas: int, sentinels: int) -> bool:
+        for name in [*group.nodes, *group.sentinels]:
+            if self.procs[name].poll() is not None:
+                raise _PortTaken(f"{name} exited at start: see {self.run_dir / name}.log")
         try:
             for name in group.nodes:
                 if name != "redis" and group.node(name).info("replication").get("master_link_status") != "up":
