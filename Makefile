@@ -22,11 +22,12 @@ $(EXAMPLES) &: $(BIN)/.installed models/train.py worker/publishing.py worker/con
 
 models: $(EXAMPLES)
 
-# A private redis-server is started by `make run` and the tests; this only installs the program.
+# A private redis-server is started by `make run` and the tests; this only installs the programs
+# (redis-sentinel for the failover drill, tests/integration/test_failover.py, and benchmark F).
 redis:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server from Debian's packages"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null || { \
+	  echo "installing redis-server and redis-sentinel from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel >/dev/null; }
 
 # The /docs page and the web app are tested in a real headless Chromium (the app through chromedriver).
 browser:
