@@ -17,10 +17,11 @@ from api.routes import watch as watching
 from api.routing import RoutingTable
 from api.services import EXTENSION, Services, WorkerProbe, services
 from api.waiter import CompletionWaiter
-from shared.celery_app import make_celery, send_chunks
+from shared.celery_app import make_celery
 from shared.registry import GenerationWatch, make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
+from shared.task_messages import TaskSender
 
 PROTECTED_PREFIXES = ("/v1/", "/v2/")
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = JobStore(client, settings)
     generation = GenerationWatch(client, registry)
     workers = WorkerProbe(celery)
+    sender = TaskSender(celery, settings.queue_name, client)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         store=store,
@@ -50,9 +52,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             client, settings.queue_name, registry, workers.census, store.lifetime_s, generation.check
         ),
         workers=workers,
-        publisher=CoalescingPublisher(
-            functools.partial(send_chunks, celery, settings.queue_name), settings.max_batch_jobs
-        ),
+        sender=sender,
+        publisher=CoalescingPublisher(sender.chunks, settings.max_batch_jobs),
         capacity=StoreCapacity(client, settings.memory_high_water, settings.queue_full_retry_s),
         open_requests=OpenRequests(settings.max_open_requests_per_key),
         routing=RoutingTable(client, registry),

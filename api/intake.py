@@ -23,7 +23,6 @@ from api.csv_input import csv_chunks
 from api.services import Services
 from api.validation import parse_json, parse_submit, validate_records
 from api.webhooks import URL_HEADER, WebhookBody, subscription
-from shared.celery_app import send_chunks, send_publish
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
 from shared.registry import Manifest
@@ -172,7 +171,7 @@ def accept_publish(svc: Services, owner: str, name: str, version: str, job_id: s
     message = PublishMessage(job=job_id, model=name, version=version)
     new = NewJob(id=job_id, owner=owner, model=name, version=version, total=1, chunks=1, kind=PUBLISH_KIND)
     # Its one input chunk is its message: the reaper sees it waiting and sends it again if it is lost.
-    send = functools.partial(send_publish, svc.celery, svc.settings.queue_name, message)
+    send = functools.partial(svc.sender.publish, message)
     return _accept_new(svc, new, send, orjson.dumps(message))
 
 
@@ -232,10 +231,7 @@ def _publish(svc: Services, messages: list[ChunkMessage]) -> None:
     if len(messages) == 1:
         svc.publisher.publish(messages)
         return
-    # One message a chunk, so a bulk job spreads over every worker.
-    with svc.celery.producer_or_acquire() as producer:
-        for message in messages:
-            send_chunks(svc.celery, svc.settings.queue_name, [message], producer)
+    svc.sender.each_chunk(messages)  # one message a chunk, so a bulk job spreads over every worker
 
 
 def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:

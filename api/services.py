@@ -16,6 +16,7 @@ from api.waiter import CompletionWaiter
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import JobStore
+from shared.task_messages import TaskSender
 
 # Asking workers which queues they consume takes a broadcast round; probes come often, so reuse a
 # positive answer briefly.
@@ -71,6 +72,7 @@ class Services:
     waiter: CompletionWaiter
     metrics: Metrics
     workers: WorkerProbe
+    sender: TaskSender
     publisher: CoalescingPublisher
     capacity: StoreCapacity
     open_requests: OpenRequests

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from celery import Celery
-from kombu import Producer
 
 from shared.redis_connect import broker_sentinel_options, broker_url
 from shared.settings import Settings
-from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -45,29 +41,3 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
-
-
-def send_chunks(
-    celery: Celery, queue: str, messages: Sequence[ChunkMessage], producer: Producer | None = None
-) -> None:
-    """Publish one task message carrying the chunk messages, failing at once if the broker is away."""
-    celery.send_task(
-        PREDICT,
-        args=[list(messages)],
-        # What Flower shows as the task's arguments (and searches): the job ids, never cut short,
-        # where Celery's own rendering of the inputs stops at 1 KiB, after the first few jobs.
-        argsrepr=repr([_chunk_name(m) for m in messages]),
-        queue=queue,
-        producer=producer,
-        retry=False,
-    )
-
-
-def _chunk_name(message: ChunkMessage) -> str:
-    job, chunk = message["job"], message["chunk"]
-    return f"{job} chunk {chunk}" if chunk else job
-
-
-def send_publish(celery: Celery, queue: str, message: PublishMessage) -> None:
-    """Publish a publish job's one task message, failing at once if the broker is away."""
-    celery.send_task(PUBLISH, args=[message], queue=queue, retry=False)

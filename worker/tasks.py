@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import redis
@@ -10,11 +9,11 @@ from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from shared.celery_app import send_chunks, send_publish
 from shared.reaper import Reaper
 from shared.registry import make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
+from shared.task_messages import TaskSender
 from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 from worker.cache import ModelCache
 from worker.drift import Watcher
@@ -74,10 +73,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @worker_ready.connect(weak=False)
     def _start_reaper(**_: object) -> None:
         # In the main process, beside the consumer: lost messages are found wherever a worker runs.
-        send = functools.partial(send_chunks, app, settings.queue_name)
-        send_again = functools.partial(send_publish, app, settings.queue_name)
         store = JobStore(connect(settings), settings)
-        stops.append(Reaper(store, send, settings.redelivery_s, send_publish=send_again).start())
+        sender = TaskSender(app, settings.queue_name, store.client)
+        stops.append(Reaper(store, sender.chunks, settings.redelivery_s, send_publish=sender.publish).start())
 
     @worker_ready.connect(weak=False)
     def _start_deliverer(**_: object) -> None:

@@ -22,9 +22,10 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 
-from shared.celery_app import make_celery, send_chunks
+from shared.celery_app import make_celery
 from shared.settings import Settings
 from shared.store import CANCELED, JobStore, NewJob, connect, new_job_id
+from shared.task_messages import TaskSender
 from shared.tasks import ChunkMessage
 from tests.integration.conftest import ADMIN_KEY, KEY, Api, error_of
 from tools.stack import Stack, free_port, http_status, wait_until
@@ -264,15 +265,14 @@ def test_a_routed_version_cannot_be_retired_and_a_retired_one_is_served_no_more(
     # Jobs accepted for it just before it went, written and published as the intake does: once each
     # worker process has looked at the registry again (at most a second later), they fail.
     settings = Settings(redis_url=redis_url, queue_name=QUEUE)
-    store, celery = JobStore(connect(settings), settings), make_celery(settings)
+    store = JobStore(connect(settings), settings)
+    sender = TaskSender(make_celery(settings), QUEUE, store.client)
     owner = hashlib.sha256(KEY.encode()).hexdigest()[:32]
 
     def a_late_job_fails() -> bool:
         late = new_job_id()
         store.create(NewJob(id=late, owner=owner, model="iris", version=SPARE, total=1, chunks=1))
-        send_chunks(
-            celery, QUEUE, [ChunkMessage(job=late, model="iris", version=SPARE, chunk=0, inputs=[ROWS[0]])]
-        )
+        sender.chunks([ChunkMessage(job=late, model="iris", version=SPARE, chunk=0, inputs=[ROWS[0]])])
         ended = routed.wait_job(late)
         return ended["status"] == "failed" and ended["error"]["code"] == "model_unavailable"
 
