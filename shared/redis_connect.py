@@ -9,6 +9,7 @@ nothing changes: the one Redis at ``redis_url``, no retry, and no wait for repli
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 from typing import Any
@@ -150,6 +151,14 @@ def broker_sentinel_options(settings: Settings) -> dict[str, Any]:
     if not sentinel_mode(settings):
         return {}
     return {"master_name": settings.redis_master_name, "sentinel_kwargs": _sentinel_kwargs(settings)}
+
+
+def flower_broker_env(settings: Settings) -> dict[str, str]:
+    """Return the variables that point Flower (tools/flower_server.py) at the broker, sentinels included."""
+    env = {"CELERY_BROKER_URL": broker_url(settings)}
+    if sentinel_mode(settings):
+        env["CELERY_BROKER_TRANSPORT_OPTIONS"] = json.dumps(broker_sentinel_options(settings))
+    return env
 
 
 class ReplicaWait:

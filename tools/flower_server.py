@@ -4,8 +4,9 @@ Flower 2.2 asks for credentials on its pages and API but serves ``/metrics``, ``
 its static files and its login page to anyone. This runs ``celery flower`` with Flower's
 application checking the credentials before it routes a request, so every path, present or
 future, answers 401 without them. Nothing secret goes on the command line: the broker comes
-from ``CELERY_BROKER_URL`` and the credentials from ``FLOWER_BASIC_AUTH=user:password`` (both
-read by Celery and Flower themselves); without credentials it refuses to start.
+from ``CELERY_BROKER_URL`` (with ``CELERY_BROKER_TRANSPORT_OPTIONS``, JSON, for a Sentinel-managed
+one: ``sentinel://`` URLs) and the credentials from ``FLOWER_BASIC_AUTH=user:password`` (both read
+by Celery and Flower themselves); without credentials it refuses to start.
 
 ``python -m tools.flower_server --healthcheck [PORT]`` is the containers' health check: it GETs
 ``/healthcheck`` on 127.0.0.1 (port 5555 unless given) with the credentials of the environment.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import os
 import sys
 import urllib.error
@@ -29,6 +31,8 @@ import tornado.web
 from tornado.httputil import HTTPServerRequest
 
 CREDENTIALS_VARIABLE = "FLOWER_BASIC_AUTH"
+# The broker's transport options as JSON, when it needs some (Redis Sentinel: master_name, sentinel_kwargs).
+TRANSPORT_OPTIONS_VARIABLE = "CELERY_BROKER_TRANSPORT_OPTIONS"
 DEFAULT_PORT = 5555
 
 
@@ -100,6 +104,11 @@ def main(argv: list[str]) -> int:
     from flower import command  # type: ignore[import-untyped]
 
     command.Flower = guarded_flower()  # the class `celery flower` builds its application from
+    options = os.environ.get(TRANSPORT_OPTIONS_VARIABLE)
+    if options:  # a Sentinel-managed broker: the master's name and the sentinels' password
+        from celery import current_app
+
+        current_app.conf.broker_transport_options = json.loads(options)
     celery.main(args=["flower", *argv], prog_name="celery", auto_envvar_prefix="CELERY")
     return 0
 

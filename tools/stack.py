@@ -19,6 +19,9 @@ from typing import BinaryIO
 
 import redis
 
+from shared.redis_connect import flower_broker_env
+from shared.settings import Settings
+
 BIN = Path(sys.executable).parent
 # What `make run`'s private redis-server may hold (REDIS_MAXMEMORY overrides it there).
 REDIS_MAXMEMORY = "1gb"
@@ -212,14 +215,19 @@ class Stack:
 
         The broker's URL and the credentials reach it by environment, never on its command line.
         """
-        env = {**self.env, "CELERY_BROKER_URL": self.env["INFER_REDIS_URL"],
-               "FLOWER_BASIC_AUTH": f"{user}:{password}"}  # fmt: skip
+        env = {**self.env, **flower_broker_env(self.settings()), "FLOWER_BASIC_AUTH": f"{user}:{password}"}
         # --db names a shelve, to which dbm adds its own suffix: .run/flower.db with Berkeley DB's
         # (Debian's Python), as the image's /data/flower.db.
         argv = [sys.executable, "-m", "tools.flower_server", f"--port={port}", "--address=127.0.0.1",
                 "--persistent=True", f"--db={self.run_dir / 'flower'}"]  # fmt: skip
         self._spawn("flower", argv, env)
         return f"http://127.0.0.1:{port}"
+
+    def settings(self) -> Settings:
+        """Return the settings the stack's processes read from their INFER_ environment."""
+        prefix = "INFER_"
+        found = {k.removeprefix(prefix).lower(): v for k, v in self.env.items() if k.startswith(prefix)}
+        return Settings.model_validate(found)
 
     def stop(self) -> None:
         """Stop every process, Redis and its sentinels last so workers can record what they finish."""

@@ -23,7 +23,6 @@ from bench.data import breast_cancer_rows
 from bench.failover import failover_drill
 from bench.jobs import Target
 from shared.celery_app import make_celery
-from shared.settings import Settings
 from shared.tasks import PREDICT, ChunkMessage
 from tests.integration.conftest import KEY, Api, stack_env
 from tools.sentinel import SentinelStack
@@ -79,20 +78,21 @@ def test_killing_the_master_under_load_loses_no_accepted_job_and_runs_none_twice
 
 
 def test_a_message_delivered_again_after_a_failover_leaves_the_ended_job_as_it_was(
-    sentinel_stack: SentinelStack, registry_path: Path
+    sentinel_stack: SentinelStack,
 ) -> None:
-    """A job's message sent again once a replica was promoted runs nothing: its record and outputs stay."""
-    stack = sentinel_stack
+    """A job's message sent again once a replica was promoted runs nothing: its record and outputs stay.
+
+    Flower, started with the same broker settings, then finds the worker through the new master.
+    """
+    stack, group = sentinel_stack, sentinel_stack.group
+    assert group is not None
     api = Api(stack.urls["api"])
     row = breast_cancer_rows()[0]
     job = api.submit("breast-cancer", [row], wait=30).json()
     assert job["status"] == "succeeded"
-    assert stack.group is not None
     killed = stack.kill_master()
-    wait_until(
-        lambda: stack.group is not None and stack.group.master() not in (None, killed), 30, "a new master"
-    )
-    settings = Settings(_env_file=None, **_settings_of(stack.env))  # type: ignore[call-arg]
+    wait_until(lambda: group.master() not in (None, killed), 30, "a replica promoted")
+    settings = stack.settings()
     message = ChunkMessage(job=job["id"], model=job["model"], version=job["version"], chunk=0, inputs=[row])
     sent = make_celery(settings).send_task(PREDICT, args=[[message]], queue=settings.queue_name)
     log = stack.run_dir / "worker-main.log"
@@ -105,12 +105,13 @@ def test_a_message_delivered_again_after_a_failover_leaves_the_ended_job_as_it_w
     assert (after["completed_at"], after["progress"], after["outputs"]) == (
         job["completed_at"], job["progress"], job["outputs"],
     )  # fmt: skip
-    answer = requests.get(stack.urls["api"] + "/readyz", timeout=10)
-    assert answer.status_code == 200, answer.text
+    flower = stack.start_flower(free_port(), "flower", "flower-pass")
+    wait_until(lambda: _flower_workers(flower), 60, "Flower listing the worker")
 
 
-def _settings_of(env: dict[str, str]) -> dict[str, str]:
-    """Return the stack's INFER_ settings as Settings' keyword arguments."""
-    return {
-        name.removeprefix("INFER_").lower(): value for name, value in env.items() if name.startswith("INFER_")
-    }
+def _flower_workers(base: str) -> list[str]:
+    try:
+        answer = requests.get(base + "/api/workers?refresh=1", auth=("flower", "flower-pass"), timeout=10)
+    except requests.RequestException:
+        return []
+    return [name for name in answer.json() if name.startswith("worker-main@")] if answer.ok else []
