@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.redis_connect import broker_sentinel_options, broker_url
+from shared.redis_connect import broker_sentinel_options, broker_transport, broker_url
 from shared.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
     """Return a Celery app bound to the settings' Redis, JSON only, acking after the work is done."""
     app = Celery("infer", broker=broker_url(settings), set_as_current=False)
+    app.conf.broker_transport = broker_transport(settings)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

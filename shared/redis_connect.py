@@ -153,6 +153,11 @@ def broker_sentinel_options(settings: Settings) -> dict[str, Any]:
     return {"master_name": settings.redis_master_name, "sentinel_kwargs": _sentinel_kwargs(settings)}
 
 
+def broker_transport(settings: Settings) -> str | None:
+    """Return the kombu transport class the broker needs beyond its URL's scheme, if any."""
+    return "shared.sentinel_transport:Transport" if sentinel_mode(settings) else None
+
+
 def flower_broker_env(settings: Settings) -> dict[str, str]:
     """Return the variables that point Flower (tools/flower_server.py) at the broker, sentinels included."""
     env = {"CELERY_BROKER_URL": broker_url(settings)}

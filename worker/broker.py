@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
-
-log = logging.getLogger(__name__)
 
 # Celery's consumer waits 2 s, then 4, 6... between reconnections; a failover is over in a few
 # seconds, so it tries every INTERVAL_MAX_S at most, starting at once.
@@ -29,22 +26,3 @@ class PromptConsumer(Consumer):
             interval_max=INTERVAL_MAX_S,
         )
         return super().ensure_connected(conn)
-
-    def on_connection_error_after_connected(self, exc: Exception) -> None:
-        """Drop the lost connection as Celery does, surviving kombu's sentinel channel failing to close."""
-        if self.connection is not None:
-            # Only this connection's close, which Celery calls next, is wrapped.
-            self.connection.close = functools.partial(_close, self.connection.close)  # type: ignore[method-assign]
-        super().on_connection_error_after_connected(exc)
-
-
-def _close(close: Any) -> None:
-    # Closing a sentinel channel puts the messages it holds back through a new pool, made from the
-    # connection that is already gone (AttributeError): they stay in the broker's unacked hash, and
-    # come back after the visibility timeout instead, so the worker need not die of it.
-    try:
-        close()
-    except AttributeError as exc:
-        log.warning(
-            "the lost broker connection could not hand its messages back (%r); they come back later", exc
-        )
