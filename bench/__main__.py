@@ -20,12 +20,13 @@ from typing import Any
 import orjson
 
 from bench import data, limit, memory, report
+from bench.failover import measure as measure_failover
 from bench.naive.run import measure as measure_naive
 from bench.profile import Profiler
 from bench.run import FULL, QUICK, run_workloads
 from bench.service import ROOT, Shape, start_service
 
-WORKLOADS = ("L", "W1", "W2", "W3", "W4", "S", "P", "N")
+WORKLOADS = ("L", "W1", "W2", "W3", "W4", "S", "P", "N", "F")
 EXAMPLES = ("iris", "breast-cancer", "scam-email")
 LIMIT_BATCH = 5_000
 # Another load on the machine skews every figure: how idle counts as idle, sampled over how long.
@@ -182,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                 api_processes=2 * (os.cpu_count() or 1) + 1, clients=sizes.w1_clients, jobs=sizes.w1_jobs,
                 seconds=sizes.n_seconds,
             )  # fmt: skip
+        if "F" in args.only:
+            # On a stack of its own (a Sentinel-managed Redis), whose master it kills.
+            print("F: half of W1's load while the Redis master is killed…", file=sys.stderr)
+            document["workloads"]["F"] = measure_failover(
+                registry, run_dir / "failover", shape, sizes.f_seconds, sizes.f_kill_after_s
+            )
         document["ratios"] = _ratios(document)
         document["noise"] = report.noise(document)
         for name in ("W1", "W4"):

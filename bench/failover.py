@@ -18,11 +18,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from bench.client import Connection, HttpError
+from bench.data import breast_cancer_rows
 from bench.jobs import TERMINAL, Target, job_body, submit, wait_job
-from tools.sentinel import SentinelStack
+from bench.service import Shape, start_service
+from tools.sentinel import DOWN_AFTER_MS, SentinelStack
 
 # W1 runs 64 clients: half its rate is half of them.
 HALF_W1_CLIENTS = 32
@@ -211,3 +214,22 @@ async def failover_drill(
         "maybe_accepted": len(run.maybe_accepted),
         "final_statuses": audit["statuses"],
     }
+
+
+def measure(
+    registry: Path, run_dir: Path, shape: Shape, seconds: float, kill_after_s: float
+) -> dict[str, Any]:
+    """Start the service on a Sentinel-managed Redis, run the drill on it, stop it; return the figures."""
+    service = start_service(run_dir, registry, shape, sentinel=True, overrides=DRILL_SETTINGS)
+    try:
+        target = Target("127.0.0.1", service.port, service.key)
+        figures = asyncio.run(
+            failover_drill(
+                target, cast(SentinelStack, service.stack), "breast-cancer", breast_cancer_rows(),
+                seconds=seconds, kill_after_s=kill_after_s,
+            )
+        )  # fmt: skip
+    finally:
+        service.stop()
+    figures["settings"] = {**DRILL_SETTINGS, "down_after_ms": DOWN_AFTER_MS}
+    return figures

@@ -194,6 +194,13 @@ def table(document: dict[str, Any]) -> str:
                 f"drain {_cell(w['drain_rate_per_s'], '/s')}  lost {w['lost']}  "
                 f"redis {_cell(w['redis']['bytes_per_retained_job'], ' B/job')}"
             )
+        elif "seconds_without_service" in w:
+            lines.append(
+                f"  {name:<4} {_cell(w['accepted'])} jobs accepted  master {w['killed']} killed, "
+                f"{w['failover'].get('new_master', 'none')} promoted after "
+                f"{_cell(w['failover'].get('promoted_after_s'), ' s')}  without service "
+                f"{_cell(w['seconds_without_service'], ' s')}  lost {w['lost']}  run twice {w['run_twice']}"
+            )
         else:
             lines.append(f"  {name:<4} {w.get('error', 'no figures')}")
     if document.get("noise"):

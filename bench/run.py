@@ -52,6 +52,9 @@ class Sizes:
     s_seconds: float
     # N: W1's clients against the tutorial-style app for this long (it serves about 50 jobs a second).
     n_seconds: float
+    # F: half of W1's clients for f_seconds on a Sentinel-managed Redis, the master killed f_kill_after_s in.
+    f_seconds: float
+    f_kill_after_s: float
 
     def as_dict(self) -> dict[str, Any]:
         """Return the sizes for the report."""
@@ -62,13 +65,13 @@ FULL = Sizes(
     w1_jobs=20_000, w1_clients=64, w1_seconds=900, w2_jobs=2_000, w2_seconds=300,
     w3_rows=1_000_000, w3_seconds=900, w4_jobs=50_000, w4_connections=32, w4_seconds=600,
     drain_seconds=900, limit_seconds=2.0, p_before_s=20, p_after_s=20, p_seconds=600, p_trees=100,
-    s_streams=1_000, s_seconds=900, n_seconds=60,
+    s_streams=1_000, s_seconds=900, n_seconds=60, f_seconds=60, f_kill_after_s=20,
 )  # fmt: skip
 QUICK = Sizes(
     w1_jobs=20_000, w1_clients=64, w1_seconds=5, w2_jobs=2_000, w2_seconds=3,
     w3_rows=20_000, w3_seconds=120, w4_jobs=2_000, w4_connections=32, w4_seconds=30,
     drain_seconds=120, limit_seconds=0.3, p_before_s=3, p_after_s=2, p_seconds=60, p_trees=20,
-    s_streams=1_000, s_seconds=3, n_seconds=5,
+    s_streams=1_000, s_seconds=3, n_seconds=5, f_seconds=20, f_kill_after_s=6,
 )  # fmt: skip
 
 
