@@ -9,7 +9,6 @@ nothing changes: the one Redis at ``redis_url``, no retry, and no wait for repli
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 from typing import Any
@@ -156,14 +155,6 @@ def broker_sentinel_options(settings: Settings) -> dict[str, Any]:
 def broker_transport(settings: Settings) -> str | None:
     """Return the kombu transport class the broker needs beyond its URL's scheme, if any."""
     return "shared.sentinel_transport:Transport" if sentinel_mode(settings) else None
-
-
-def flower_broker_env(settings: Settings) -> dict[str, str]:
-    """Return the variables that point Flower (tools/flower_server.py) at the broker, sentinels included."""
-    env = {"CELERY_BROKER_URL": broker_url(settings)}
-    if sentinel_mode(settings):
-        env["CELERY_BROKER_TRANSPORT_OPTIONS"] = json.dumps(broker_sentinel_options(settings))
-    return env
 
 
 class ReplicaWait:

@@ -4,9 +4,10 @@ Flower 2.2 asks for credentials on its pages and API but serves ``/metrics``, ``
 its static files and its login page to anyone. This runs ``celery flower`` with Flower's
 application checking the credentials before it routes a request, so every path, present or
 future, answers 401 without them. Nothing secret goes on the command line: the broker comes
-from ``CELERY_BROKER_URL`` (with ``CELERY_BROKER_TRANSPORT_OPTIONS``, JSON, for a Sentinel-managed
-one: ``sentinel://`` URLs) and the credentials from ``FLOWER_BASIC_AUTH=user:password`` (both read
-by Celery and Flower themselves); without credentials it refuses to start.
+from ``CELERY_BROKER_URL`` (or, for a Sentinel-managed Redis, from the service's own
+``INFER_REDIS_SENTINELS``, ``INFER_REDIS_MASTER_NAME`` and passwords) and the credentials from
+``FLOWER_BASIC_AUTH=user:password`` (both read by Celery and Flower themselves); without
+credentials it refuses to start.
 
 ``python -m tools.flower_server --healthcheck [PORT]`` is the containers' health check: it GETs
 ``/healthcheck`` on 127.0.0.1 (port 5555 unless given) with the credentials of the environment.
@@ -25,7 +26,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import tornado.web
 from tornado.httputil import HTTPServerRequest
@@ -93,6 +96,23 @@ def healthcheck(port: int) -> int:
         return 1
 
 
+def follow_sentinels(env: MutableMapping[str, str]) -> None:
+    """Point Celery at the Sentinel-managed broker the service's INFER_REDIS_* variables name, if any.
+
+    The same URL and options as shared/redis_connect.py gives the service's own processes, made
+    here again because the Flower image carries no other file of the project.
+    """
+    sentinels = [part.strip() for part in env.get("INFER_REDIS_SENTINELS", "").split(",") if part.strip()]
+    if not sentinels:
+        return
+    password = env.get("INFER_REDIS_PASSWORD", "")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    env["CELERY_BROKER_URL"] = ";".join(f"sentinel://{auth}{address}/0" for address in sentinels)
+    sentinel_kwargs = {"password": env.get("INFER_REDIS_SENTINEL_PASSWORD") or None, "socket_timeout": 5}
+    master = env.get("INFER_REDIS_MASTER_NAME") or "inference"
+    env[TRANSPORT_OPTIONS_VARIABLE] = json.dumps({"master_name": master, "sentinel_kwargs": sentinel_kwargs})
+
+
 def main(argv: list[str]) -> int:
     """Run Flower with the given options, every route behind the credentials; or run the health check."""
     if argv[:1] == ["--healthcheck"]:
@@ -104,6 +124,7 @@ def main(argv: list[str]) -> int:
     from flower import command  # type: ignore[import-untyped]
 
     command.Flower = guarded_flower()  # the class `celery flower` builds its application from
+    follow_sentinels(os.environ)
     options = os.environ.get(TRANSPORT_OPTIONS_VARIABLE)
     if options:  # a Sentinel-managed broker: the master's name and the sentinels' password
         from celery import current_app

@@ -19,7 +19,6 @@ from typing import BinaryIO
 
 import redis
 
-from shared.redis_connect import flower_broker_env
 from shared.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -215,7 +214,8 @@ class Stack:
 
         The broker's URL and the credentials reach it by environment, never on its command line.
         """
-        env = {**self.env, **flower_broker_env(self.settings()), "FLOWER_BASIC_AUTH": f"{user}:{password}"}
+        env = {**self.env, "CELERY_BROKER_URL": self.env["INFER_REDIS_URL"],
+               "FLOWER_BASIC_AUTH": f"{user}:{password}"}  # fmt: skip
         # --db names a shelve, to which dbm adds its own suffix: .run/flower.db with Berkeley DB's
         # (Debian's Python), as the image's /data/flower.db.
         argv = [sys.executable, "-m", "tools.flower_server", f"--port={port}", "--address=127.0.0.1",
