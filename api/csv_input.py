@@ -32,7 +32,8 @@ _NUMBER = re.compile(
     re.ASCII | re.IGNORECASE,
 )
 MAX_DETAILS = 50
-BLOCK_BYTES = 1 << 20
+# Bytes of the body parsed at once: parsing holds several times this, and a larger block is no quicker.
+BLOCK_BYTES = 1 << 18
 HEADER_BLOCK_BYTES = 1 << 16
 # A header may name this many times the model's columns (repeats, unknown names) and still be
 # read; a wider one is refused before it is parsed, or even read whole.
@@ -269,14 +270,47 @@ def csv_chunks(
         _text_tables(blocks, max_records) if manifest.is_text else _numeric_tables(blocks, manifest, columns)
     )
     seen = 0
-    for rows in parsed:
-        table = check_rows(manifest, rows, seen)
+    for table in _in_chunks(_checked(manifest, parsed), chunk_rows):
         seen += len(table)
         if seen > max_records:
             raise _too_many(max_records)
-        for start in range(0, len(table), chunk_rows):
-            yield table[start : start + chunk_rows]
+        yield table
     if seen == 0:
         raise InvalidInput(
             "Send at least one CSV row after the header.", [{"field": "inputs", "reason": "empty"}]
         )
+
+
+def _checked(manifest: Manifest, parsed: Iterator[list[Any] | npt.NDArray[np.float64]]) -> Iterator[Records]:
+    """Yield each table of parsed rows checked, its rows counted over the body."""
+    first = 0
+    for rows in parsed:
+        table = check_rows(manifest, rows, first)
+        first += len(table)
+        yield table
+
+
+def _in_chunks(tables: Iterator[Records], size: int) -> Iterator[Records]:
+    """Yield the tables' rows again in chunks of size rows (the last one may hold fewer), in order."""
+    held: list[Records] = []
+    count = 0
+    for table in tables:
+        start = 0
+        while start < len(table):
+            taken = table[start : start + size - count]
+            held.append(taken)
+            count += len(taken)
+            start += len(taken)
+            if count == size:
+                yield _joined(held)
+                held, count = [], 0
+    if held:
+        yield _joined(held)
+
+
+def _joined(parts: list[Records]) -> Records:
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [row for part in parts for row in part]

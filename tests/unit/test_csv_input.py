@@ -52,11 +52,14 @@ def _csv_body(records: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _read_csv(manifest: Manifest, body: bytes | Trickle, max_records: int = 1000) -> list[Any]:
+def _read_csv(
+    manifest: Manifest, body: bytes | Trickle, max_records: int = 1000, chunk_rows: int = 100
+) -> list[Any]:
     stream = Trickle(body, 1 << 30) if isinstance(body, bytes) else body
-    chunks = csv_chunks(stream, manifest, 100, max_records, hashlib.sha256())  # type: ignore[arg-type]
+    chunks = csv_chunks(stream, manifest, chunk_rows, max_records, hashlib.sha256())  # type: ignore[arg-type]
     rows: list[Any] = []
     for chunk in chunks:
+        assert len(chunk) <= chunk_rows
         rows.extend(chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)
     return rows
 
@@ -237,10 +240,16 @@ def test_the_fast_path_takes_and_refuses_exactly_what_the_row_by_row_checker_doe
         assert _outcome(manifest, body, 1 << 30) == fast
 
 
+@pytest.mark.parametrize(
+    ("cell", "reason"), [(b"x", "not a number"), (b"nan", "not a finite number within float32 range")]
+)
 def test_bad_rows_are_named_at_the_first_row_the_last_row_of_a_block_and_across_a_block_boundary(
-    registry: Registry,
+    registry: Registry, cell: bytes, reason: str
 ) -> None:
-    """Rows on either side of a 1 MiB block's end, and the one it cuts, are named by their own index."""
+    """Rows on either side of a block's end, and the one it cuts, are named by their own index.
+
+    Chunks of many blocks' rows, and of fewer rows than a block, name them alike.
+    """
     manifest = registry.get("iris")
     line = b"5.1,3.5,1.4,0.2\n"
     rows = 3 * csv_input.BLOCK_BYTES // len(line)
@@ -248,9 +257,24 @@ def test_bad_rows_are_named_at_the_first_row_the_last_row_of_a_block_and_across_
     cut_row = (csv_input.BLOCK_BYTES - len(head)) // len(line)  # the row the first block's end cuts
     for bad in (0, cut_row - 1, cut_row, cut_row + 1, rows - 1):
         lines = [line] * rows
-        lines[bad] = b"5.1,3.5,1.4,x\n"
-        refusal = _refusal(lambda lines=lines: _read_csv(manifest, head + b"".join(lines), max_records=rows))
-        assert [(d["index"], d["field"]) for d in refusal.details] == [(bad, "petal_width")]
+        lines[bad] = b"5.1,3.5,1.4," + cell + b"\n"
+        for chunk_rows in (100, rows):
+            refusal = _refusal(
+                lambda lines=lines, n=chunk_rows: _read_csv(manifest, head + b"".join(lines), rows, n)
+            )
+            assert [(d["index"], d["field"], d["reason"]) for d in refusal.details] == [
+                (bad, "petal_width", reason)
+            ]
+
+
+def test_rows_come_in_chunks_of_the_configured_size_whatever_the_blocks(registry: Registry) -> None:
+    """Every chunk but the last holds exactly the configured rows, in the body's order."""
+    manifest = registry.get("iris")
+    rows = 2 * csv_input.BLOCK_BYTES // 10
+    body = ",".join(IRIS).encode() + b"\n" + b"".join(b"%d,1,2,3\n" % i for i in range(rows))
+    chunks = list(csv_chunks(Trickle(body, 1 << 30), manifest, 7_000, rows, hashlib.sha256()))  # type: ignore[arg-type]
+    assert [len(c) for c in chunks] == [7_000] * (rows // 7_000) + [rows % 7_000]
+    assert np.concatenate(chunks)[:, 0].tolist() == list(range(rows))
 
 
 @pytest.mark.parametrize(
