@@ -121,6 +121,8 @@ def _ratios(document: dict[str, Any]) -> dict[str, float | None]:
         "W1_jobs_per_s_over_L_single_record_calls_per_s_x_cores": (
             round(w1 / (single * cores), 4) if w1 and single else None
         ),
+        # BENCHMARKS.md's ratio: W3 end to end against one core of L.
+        "W3_rows_per_s_over_L_batched_rows_per_s": round(w3 / batched, 3) if w3 and batched else None,
         "W3_rows_per_s_over_L_batched_rows_per_s_x_cores": (
             round(w3 / (batched * cores), 4) if w3 and batched else None
         ),

@@ -2,23 +2,89 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 
+from bench import memory
 from bench.client import HttpError
 from bench.jobs import Target, wait_job
 
+# How often the API's resident memory is read while the job runs.
+RSS_SAMPLE_S = 0.02
 
-async def bulk(target: Target, model: str, body: bytes, rows: int, timeout_s: float) -> dict[str, Any]:
-    """Send one CSV job, wait for it, stream its NDJSON outputs and return the timings of each phase."""
+
+class _RssPeaks:
+    """The largest resident memory of any of some processes, by the phase it was seen in."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.phase = "before"
+        self.peaks_mb: dict[str, float] = {}
+
+    def sample(self) -> None:
+        """Read each process's resident memory now and keep the largest under the current phase."""
+        kib = max((memory.status_kib(pid).get("VmRSS", 0) for pid in self.pids), default=0)
+        mb = round(kib * 1024 / 1e6, 1)
+        self.peaks_mb[self.phase] = max(self.peaks_mb.get(self.phase, 0.0), mb)
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(RSS_SAMPLE_S)
+
+    @contextlib.asynccontextmanager
+    async def sampling(self) -> AsyncIterator[_RssPeaks]:
+        """Sample in the background while the block runs, and once more at its end."""
+        self.sample()
+        task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.sample()
+
+    def figures(self) -> dict[str, float | None]:
+        """Return the peaks by phase and how far the upload raised the memory above where it was."""
+        before, upload = self.peaks_mb.get("before"), self.peaks_mb.get("upload_and_accept")
+        return {
+            **self.peaks_mb,
+            "upload_growth": round(upload - before, 1) if before is not None and upload is not None else None,
+        }
+
+
+async def bulk(
+    target: Target, model: str, body: bytes, rows: int, timeout_s: float, api_pids: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Send one CSV job, wait for it, stream its NDJSON outputs and return the timings of each phase.
+
+    The API processes' resident memory is read all along, its peak reported for each phase.
+    """
+    peaks = _RssPeaks(api_pids)
+    async with peaks.sampling():
+        figures = await _bulk_job(target, model, body, rows, timeout_s, peaks)
+    if api_pids:
+        figures["api_rss_mb"] = peaks.figures()
+    return figures
+
+
+async def _bulk_job(
+    target: Target, model: str, body: bytes, rows: int, timeout_s: float, peaks: _RssPeaks
+) -> dict[str, Any]:
     conn = target.connect()
     started = time.perf_counter()
     try:
         path = f"/v1/models/{model}/jobs"
+        peaks.phase = "upload_and_accept"
         answer = await conn.request("POST", path, target.headers(Content_Type="text/csv"), body)
         accepted = time.perf_counter()
+        peaks.phase = "queue_and_predict"
         if answer.status == 415:
             return {"rows": rows, "skipped": "the API answered 415 to text/csv: CSV submission is missing"}
         if answer.status not in (200, 202):
@@ -26,6 +92,7 @@ async def bulk(target: Target, model: str, body: bytes, rows: int, timeout_s: fl
         job_id = str(answer.json()["id"])
         job = await wait_job(conn, target, job_id, timeout_s)
         finished = time.perf_counter()
+        peaks.phase = "download"
         if job is None or job["status"] != "succeeded":
             status = "lost" if job is None else job["status"]
             return {"rows": rows, "error": f"the job ended {status}", "job": job_id}

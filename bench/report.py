@@ -184,9 +184,13 @@ def table(document: dict[str, Any]) -> str:
                 f"errors {w['errors']}  lost {w['lost']}"
             )
         elif "rows_per_s" in w:
+            phases = ", ".join(f"{part} {_cell(s, ' s')}" for part, s in w.get("phases_s", {}).items())
+            rss = w.get("api_rss_mb", {})
             lines.append(
                 f"  {name:<4} {_cell(w['rows'])} rows  {_cell(w['rows_per_s'], ' rows/s')}  "
-                f"in {_cell(w['seconds'], ' s')}  lost {_cell(w.get('rows_lost'))}"
+                f"in {_cell(w['seconds'], ' s')} ({phases})  lost {_cell(w.get('rows_lost'))}  "
+                f"API {_cell(rss.get('upload_and_accept'), ' MB')} RSS through the upload "
+                f"({_cell(rss.get('before'), ' MB')} before)"
             )
         elif "accept_rate_per_s" in w:
             lines.append(

@@ -176,7 +176,9 @@ async def _bulk(service: Service, target: Target, rows: list[list[float]], sizes
     features = await _model_features(target, "breast-cancer")
     body = data.csv_body(features, rows, sizes.w3_rows)
     with memory.cpu_meter(service.roles) as cpu:
-        figures = await bulk(target, "breast-cancer", body, sizes.w3_rows, sizes.w3_seconds)
+        figures = await bulk(
+            target, "breast-cancer", body, sizes.w3_rows, sizes.w3_seconds, service.api_pids()
+        )
     del body
     figures["cpu_s"] = cpu
     figures["worker_peak_rss_mb"] = process_memory(service)["worker_peak_rss_mb"]
