@@ -1,6 +1,7 @@
 """Render deploy/k8s with kustomize and check every resource against its published schema.
 
-Usage: ``python3 tools/k8s_check.py [FOLDER]`` (``make k8s-check``; FOLDER defaults to deploy/k8s).
+Usage: ``python3 tools/k8s_check.py [FOLDER]`` (``make k8s-check``). Without FOLDER it checks
+deploy/k8s alone and with each component of deploy/k8s/components (Redis Sentinel) added.
 It needs no cluster. On its first run it makes its own virtualenv in .run/k8s-check/ with pinned
 tools from PyPI (requirements/k8s-check.txt), then runs in it:
 
@@ -123,22 +124,46 @@ def check_rules(docs: list[dict[str, Any]]) -> list[str]:
                     errors.append(f"{doc['kind']}/{doc['metadata']['name']} {container['name']}: no {part}")
     scalers = [d for d in docs if d["kind"] == "ScaledObject"]
     triggers = [t for s in scalers for t in s["spec"]["triggers"]]
-    if not any(t["type"] == "redis" and t["metadata"].get("listName") == QUEUE for t in triggers):
+    redis_types = ("redis", "redis-sentinel")
+    if not any(t["type"] in redis_types and t["metadata"].get("listName") == QUEUE for t in triggers):
         errors.append(f"no ScaledObject scales on the Redis list {QUEUE!r}")
     if not any(d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] for d in docs):
         errors.append("no NetworkPolicy guards Redis")
     return errors
 
 
+def with_component(component: Path) -> Path:
+    """Return a kustomization (in .run/k8s-check) of deploy/k8s with the component, as a user would add it.
+
+    It lives outside deploy/k8s: kustomize refuses a base that contains the overlay using it.
+    """
+    folder = TOOLS_DIR / component.name
+    folder.mkdir(parents=True, exist_ok=True)
+    base, part = (os.path.relpath(path, folder) for path in (ROOT / "deploy" / "k8s", component))
+    text = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+    (folder / "kustomization.yaml").write_text(f"{text}resources:\n  - {base}\ncomponents:\n  - {part}\n")
+    return folder
+
+
 def main() -> int:
-    """Render deploy/k8s, validate every resource, and say what was checked against what."""
+    """Render deploy/k8s, alone and with each component, validate every resource, say what was checked."""
     if not _in_tools_venv():
         _bootstrap()
+    if len(sys.argv) > 1:
+        return check(Path(sys.argv[1]))
+    components = sorted(p for p in (ROOT / "deploy" / "k8s" / "components").iterdir() if p.is_dir())
+    failed = [check(folder) for folder in [ROOT / "deploy" / "k8s", *map(with_component, components)]]
+    return 1 if any(failed) else 0
+
+
+def check(folder: Path) -> int:
+    """Render one kustomization, validate every resource and the rules; return 1 on any problem."""
     import yaml
 
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "deploy" / "k8s"
+    print(f"== {folder}")
     rendered = render(folder)
-    (TOOLS_DIR / "rendered.yaml").write_text(rendered)
+    output = TOOLS_DIR / f"rendered-{folder.name}.yaml"
+    output.write_text(rendered)
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
     failures = 0
     for doc in docs:
@@ -154,7 +179,7 @@ def main() -> int:
     for error in check_rules(docs):
         failures += 1
         print(f"FAIL {error}")
-    print(f"{len(docs)} resources rendered by kubectl kustomize ({TOOLS_DIR / 'rendered.yaml'}): "
+    print(f"{len(docs)} resources rendered by kubectl kustomize ({output}): "
           f"{'all valid' if not failures else f'{failures} problem(s)'}")  # fmt: skip
     return 1 if failures else 0
 
