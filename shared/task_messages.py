@@ -1,10 +1,10 @@
-"""Task messages built with Celery's and kombu's own serializers, pushed by the caller's Redis client.
+"""Task messages built with Celery's protocol and pushed by the caller's own Redis client.
 
 Celery's send_task spends about a millisecond of CPU a message on work a fixed queue never needs
 (a Redis client made per message, the exchange declared again, routing looked up); the message it
-pushes is a JSON envelope on the queue's list. This builds the same envelope (the task message from
-Celery's protocol 2, its body serialized by kombu, base64 as kombu's Redis transport sends it) and
-pushes it with the store's own client, so a worker receives exactly what send_task would have sent.
+pushes is a JSON envelope on the queue's list. This builds the same envelope (the task message of
+Celery's protocol 2, its body as JSON, base64 as kombu's Redis transport sends it) and pushes it
+with the store's own client, so a worker receives what send_task would have sent.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery
-from kombu import serialization
-from kombu.utils.json import dumps
 
 from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 
@@ -44,12 +43,12 @@ class TaskSender:
         """Send a publish job's one task message."""
         self._client.lpush(self._queue, self.encode(PUBLISH, [message]))
 
-    def _predict(self, messages: Sequence[ChunkMessage]) -> str:
+    def _predict(self, messages: Sequence[ChunkMessage]) -> bytes:
         # What Flower shows as the task's arguments (and searches): the job ids, never cut short,
         # where Celery's own rendering of the inputs stops at 1 KiB, after the first few jobs.
         return self.encode(PREDICT, [list(messages)], repr([_chunk_name(m) for m in messages]))
 
-    def encode(self, task: str, args: Sequence[Any], argsrepr: str | None = None) -> str:
+    def encode(self, task: str, args: Sequence[Any], argsrepr: str | None = None) -> bytes:
         """Return the JSON envelope kombu's Redis transport would push for send_task(task, args)."""
         task_id = str(uuid.uuid4())
         # ignore_result None, not False, as send_task leaves it when not told (the app's default rules);
@@ -58,7 +57,8 @@ class TaskSender:
             task_id, task, args=tuple(args), argsrepr=argsrepr, reply_to=self._reply_to,
             ignore_result=None,  # type: ignore[arg-type]
         )  # fmt: skip
-        content_type, encoding, body = serialization.dumps(message.body, serializer="json")
+        # orjson writes the JSON kombu's serializer writes, without its spaces, at a fraction of the cost.
+        body = orjson.dumps(message.body)
         properties = {
             **message.properties,
             "delivery_mode": 2,
@@ -68,13 +68,13 @@ class TaskSender:
             "delivery_tag": str(uuid.uuid4()),
         }
         envelope = {
-            "body": base64.b64encode(body.encode() if isinstance(body, str) else body).decode(),
-            "content-encoding": encoding,
-            "content-type": content_type,
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
             "headers": message.headers,
             "properties": properties,
         }
-        return str(dumps(envelope))
+        return orjson.dumps(envelope)
 
 
 def _chunk_name(message: ChunkMessage) -> str:
