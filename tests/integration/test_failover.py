@@ -28,9 +28,9 @@ from tests.integration.conftest import KEY, Api, stack_env
 from tools.sentinel import SentinelStack
 from tools.stack import free_port, http_status, wait_until
 
-# The load: 25 s in all, the master killed 8 s into it; the service must be back well within the rest.
-LOAD_S = 25.0
-KILL_AFTER_S = 8.0
+# The load: 20 s in all, the master killed 6 s into it; the service must be back well within the rest.
+LOAD_S = 20.0
+KILL_AFTER_S = 6.0
 # Sentinel calls the master down after 1 s and promotes within a few more; clients wait out the
 # rest (the worker's broker reconnects, lost messages come back). Bounded generously: 2 loaded cores.
 MAX_SECONDS_WITHOUT_SERVICE = 15.0
