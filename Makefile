@@ -51,8 +51,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
+# The test files run in parallel processes, each file whole in one (tests/scheduling.py): the tests
+# mostly wait on the service's processes, so more processes than cores pays. TEST_PROCESSES=0: one.
+TEST_PROCESSES ?= 3
+
 test: $(BIN)/.installed redis browser promtool lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # The container stack end to end: builds the images, runs docker-compose.yml, scales the workers
 # to 3 and back with jobs in flight, checks Flower. Docker if an engine answers, else podman with

@@ -18,6 +18,7 @@ from shared.registry import Registry
 from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.store import JobStore, connect
+from tests import scheduling
 from tests.service import Api, stack_env
 from tools.stack import Stack, free_port, http_status, wait_until
 
@@ -37,6 +38,11 @@ class _Stacks:
 
 _STACKS = pytest.StashKey[_Stacks]()
 _TEST_STACKS = pytest.StashKey[list[Stack]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Spread whole files over pytest-xdist's processes when `-n` asks for them (tests/scheduling.py)."""
+    config.pluginmanager.register(scheduling, "tests-scheduling")
 
 
 def _stacks(config: pytest.Config) -> _Stacks:

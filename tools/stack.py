@@ -64,10 +64,12 @@ def redis_answers(url: str) -> bool:
 def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
     """Poll check() until it is true, or raise after the timeout."""
     deadline = time.monotonic() + timeout
+    pause = 0.01  # soon at first, for what is nearly there; then every 0.1 s, not to load the machine
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
     raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")
 
 
