@@ -8,7 +8,7 @@ process is left alone with a long file at the end.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -63,7 +63,7 @@ class _Clock:
     """Add up each unit's seconds in this run and keep them in pytest's cache at its end."""
 
     def __init__(self) -> None:
-        self.spent: Counter[str] = Counter()
+        self.spent: defaultdict[str, float] = defaultdict(float)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Count a phase of a test (the controller sees every process's reports)."""
