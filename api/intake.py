@@ -25,6 +25,7 @@ from api.validation import parse_json, parse_submit, validate_records
 from api.webhooks import URL_HEADER, WebhookBody, subscription
 from shared.chunks import Records, encode_records
 from shared.errors import Conflict, MaybeAccepted, QueueFull, RateLimited, Unavailable
+from shared.redis_connect import sentinel_mode
 from shared.registry import Manifest
 from shared.store import PREDICT_KIND, PUBLISH_KIND, QUEUED, Created, JobRecord, NewJob, never_sent
 from shared.tasks import ChunkMessage, PublishMessage
@@ -245,7 +246,8 @@ def _create(svc: Services, new: NewJob, inputs: bytes, stored: int) -> Created:
             retry_after=svc.settings.queue_full_retry_s,
         ) from exc
     except redis.RedisError as exc:
-        if never_sent(exc):
+        # Retried over a failover (Sentinel mode), an earlier try may have reached Redis.
+        if never_sent(exc) and not sentinel_mode(svc.settings):
             raise Unavailable("The job store cannot be reached; nothing was accepted.") from exc
         retry = "retry with the same Idempotency-Key" if new.idempotency else "look it up"
         raise MaybeAccepted(

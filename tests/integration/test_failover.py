@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from bench.failover import failover_drill
 from bench.jobs import Target
 from shared.celery_app import make_celery
 from shared.tasks import PREDICT, ChunkMessage
-from tests.integration.conftest import KEY, Api, stack_env
+from tests.integration.conftest import KEY, Api, error_of, stack_env
 from tools.sentinel import SentinelStack
 from tools.stack import free_port, http_status, wait_until
 
@@ -34,12 +35,15 @@ KILL_AFTER_S = 6.0
 # Sentinel calls the master down after 1 s and promotes within a few more; clients wait out the
 # rest (the worker's broker reconnects, lost messages come back). Bounded generously: 2 loaded cores.
 MAX_SECONDS_WITHOUT_SERVICE = 15.0
+# How long commands retry while no master answers (30 s shipped): ample for a promotion.
+FAILOVER_S = 10
 
 
 @pytest.fixture
 def sentinel_stack(registry_path: Path, tmp_path: Path) -> Iterator[SentinelStack]:
     """Start the service on a Sentinel-managed Redis with passwords; end every process after the test."""
-    stack = SentinelStack(tmp_path / "stack", stack_env("redis://unused", registry_path))
+    env = stack_env("redis://unused", registry_path, INFER_REDIS_FAILOVER_S=str(FAILOVER_S))
+    stack = SentinelStack(tmp_path / "stack", env)
     try:
         stack.start_sentinel_redis('redis pass "quoted"', "sentinel-pass")
         stack.start_worker("worker-main", 2)
@@ -107,6 +111,14 @@ def test_a_message_delivered_again_after_a_failover_leaves_the_ended_job_as_it_w
     )  # fmt: skip
     flower = stack.start_flower(free_port(), "flower", "flower-pass")
     wait_until(lambda: _flower_workers(flower), 60, "Flower listing the worker")
+    # With no master left at all, a submit waits out INFER_REDIS_FAILOVER_S, then says 503.
+    for name in list(group.nodes):
+        if name in stack.procs:
+            stack.procs.pop(name).kill()
+    started = time.monotonic()
+    refused = api.submit("breast-cancer", [row])
+    assert time.monotonic() - started < FAILOVER_S + 20
+    error_of(refused.status_code, refused.json(), refused.text, 503, "unavailable")
 
 
 def _flower_workers(base: str) -> list[str]:
