@@ -41,7 +41,9 @@ def main() -> int:
     flower_password = os.environ.get("FLOWER_PASSWORD") or secrets.token_urlsafe(12)
     try:
         url = stack.env.get("INFER_REDIS_URL", "redis://localhost:6379/0")
-        if redis_answers(url):
+        if stack.env.get("INFER_REDIS_SENTINELS"):  # every process follows the master they name
+            print(f"following the Redis sentinels at {stack.env['INFER_REDIS_SENTINELS']}")
+        elif redis_answers(url):
             print(f"using the Redis at {url}")
             stack.env["INFER_REDIS_URL"] = url
         else:

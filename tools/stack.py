@@ -216,7 +216,7 @@ class Stack:
 
         The broker's URL and the credentials reach it by environment, never on its command line.
         """
-        env = {**self.env, "CELERY_BROKER_URL": self.env["INFER_REDIS_URL"],
+        env = {**self.env, "CELERY_BROKER_URL": self.env.get("INFER_REDIS_URL", ""),
                "FLOWER_BASIC_AUTH": f"{user}:{password}"}  # fmt: skip
         # --db names a shelve, to which dbm adds its own suffix: .run/flower.db with Berkeley DB's
         # (Debian's Python), as the image's /data/flower.db.
