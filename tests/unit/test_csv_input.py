@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from api import csv_input
+from api import csv_input, validation
 from api.csv_input import csv_chunks
-from api.validation import validate_records
+from api.validation import check_rows, validate_records
 from shared.errors import InvalidInput
 from shared.registry import Manifest, Registry
 
@@ -301,3 +302,37 @@ def test_quoted_and_blank_padded_numbers_are_taken(registry: Registry) -> None:
     """Quotes around a number, blanks around it, a doubled quote only where it breaks the number."""
     body = ",".join(IRIS).encode() + b'\n"1", 2 ,\t3,"4" \n\n+5E-1,.5,5.,-0\n'
     assert _read_csv(registry.get("iris"), body) == [[1, 2, 3, 4], [0.5, 0.5, 5, 0]]
+
+
+BOUND_KEYWORDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]
+BOUNDS = st.sampled_from([None, -1.0, 0.0, 2.5, 3.4e38, -3.4e38, 1e300])
+# Mostly ordinary numbers (a table of them may pass), now and then one the model cannot take.
+SPECIAL = st.sampled_from([-1.0, 0.0, 2.5, 3.4e38, 3.5e38, -3.5e38, 1e300, float("nan"), float("inf")])
+VALUES = st.one_of(st.floats(-10, 10), st.floats(-10, 10), st.floats(-10, 10), st.floats(-10, 10), SPECIAL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bounds=st.lists(st.tuples(st.sampled_from(BOUND_KEYWORDS), BOUNDS), max_size=3),
+    table=hnp.arrays(np.float64, st.tuples(st.integers(1, 8), st.just(len(IRIS))), elements=VALUES),
+)
+def test_a_table_checked_from_its_columns_extremes_is_taken_and_refused_as_value_by_value(
+    registry: Registry, bounds: list[tuple[str, float | None]], table: np.ndarray[Any, Any]
+) -> None:
+    """Bounds of each kind, NaN, infinities and numbers past float32: the same rows, or the same refusal."""
+    schema: dict[str, Any] = {"type": "number"}
+    schema.update({keyword: bound for keyword, bound in bounds if bound is not None})
+    manifest = _with_schema(registry.get("iris"), **dict.fromkeys(IRIS, schema))
+
+    def outcome() -> tuple[Any, ...]:
+        try:
+            return ("taken", check_rows(manifest, table, 7).tobytes())  # type: ignore[union-attr]
+        except InvalidInput as exc:
+            return ("refused", exc.message, exc.details)
+
+    quick = outcome()
+    vouched = validation._plainly_fits(validation.rules_for(manifest), table)
+    event(f"{quick[0]}, {'vouched for by the extremes' if vouched else 'checked value by value'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "_plainly_fits", lambda *_: False)
+        assert outcome() == quick
