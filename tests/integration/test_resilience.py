@@ -213,6 +213,8 @@ def test_finished_jobs_expire_on_time_and_redis_memory_stays_bounded(
     stack = stack_factory(INFER_QUEUE_NAME="retention", INFER_RETENTION_S="6")
     api = Api(stack.start_api(free_port()))
     stack.start_worker("worker-retention", 1)
+    # Each wave's jobs must end within their Prefer: wait: the worker consumes first (slow on a busy machine).
+    wait_until(lambda: http_status(api.base + "/readyz") == 200, 60, "a worker consuming the retention queue")
 
     def dataset() -> int:
         # The data set, not client buffers: what the jobs themselves leave behind.
