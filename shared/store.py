@@ -260,22 +260,40 @@ class JobStore:
         raw = cast(dict[str, str], self.client.hgetall(f"job:{job_id}"))
         return _record(job_id, raw) if raw else None
 
-    def get_with_outputs(self, job_id: str, inline_limit: int) -> tuple[JobRecord | None, list[Any] | None]:
-        """Return a job's record and, once it succeeded with at most inline_limit outputs, those."""
+    def get_with_outputs(
+        self, job_id: str, inline_limit: int, announced: str | None = None
+    ) -> tuple[JobRecord | None, list[Any] | None]:
+        """Return a job's record and, once it succeeded with at most inline_limit outputs, those.
+
+        announced is the job's end as its announcement carried it (shared/store_scripts.py), taken
+        instead of reading Redis again when it holds all that is needed.
+        """
         if not is_job_id(job_id):
             return None, None
+        if announced is not None:
+            fields, *outputs = orjson.loads(announced)
+            raw = dict(zip(fields[::2], fields[1::2], strict=True))
+            found = self._with_outputs(job_id, raw, outputs[0] if outputs else None, inline_limit)
+            if found is not None:
+                return found
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(f"job:{job_id}")
         pipe.hget(f"job:{job_id}:out", "0")  # a small job's one chunk comes in the same round trip
         raw, first = pipe.execute()
         if not raw:
             return None, None
+        return self._with_outputs(job_id, raw, first or "", inline_limit) or (None, None)
+
+    def _with_outputs(
+        self, job_id: str, raw: Mapping[str, str], first: str | None, inline_limit: int
+    ) -> tuple[JobRecord, list[Any] | None] | None:
+        """Return the record and the outputs to show with it; None when first is needed but missing."""
         record = _record(job_id, raw)
         if record.status != SUCCEEDED or record.total > inline_limit:
             return record, None
-        if record.chunks == 1:
-            return record, _ndjson_list(first or "")
-        return record, self.outputs(job_id, record.chunks)
+        if record.chunks > 1:
+            return record, self.outputs(job_id, record.chunks)
+        return None if first is None else (record, _ndjson_list(first))
 
     def ended(self, job_id: str) -> bool:
         """Tell whether a job has ended, or no longer exists."""

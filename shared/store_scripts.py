@@ -2,6 +2,9 @@
 
 from shared import stats
 
+# A finished one-chunk job's outputs travel with its end's announcement up to this size.
+ANNOUNCED_OUTPUT_BYTES = 16_384
+
 # An unfinished job's keys live up to the longest a job may wait (its lifetime); once it ends, its
 # record, outputs and idempotency key live for the retention (the terminal scripts set that).
 #
@@ -72,9 +75,11 @@ return {'created', ARGV[4]}
 
 # The steps every terminal script takes: the job's keys get the retention, it leaves the unfinished
 # sets (the queue's pending set, given, and its owner's open set), its version's figures count its
-# end (shared/stats.py) and its end is announced.
+# end (shared/stats.py) and its end is announced: "{id} [record's fields, outputs]" (JSON), the
+# outputs (a one-chunk job's NDJSON) only when short, so a long-poll answers without reading again.
 _CLOSE = (
     stats.LUA
+    + f"local ANNOUNCED_OUTPUT_BYTES = {ANNOUNCED_OUTPUT_BYTES}\n"
     + """
 local function close(job, pending, retention)
   local id = string.sub(job, 5)
@@ -84,7 +89,10 @@ local function close(job, pending, retention)
   redis.call('ZREM', pending, id)
   redis.call('ZREM', 'open:' .. redis.call('HGET', job, 'owner'), id)
   count_end(job)
-  redis.call('PUBLISH', 'jobs:done', id)
+  local ending = {redis.call('HGETALL', job)}
+  local out = redis.call('HGET', job .. ':out', '0')
+  if out and string.len(out) <= ANNOUNCED_OUTPUT_BYTES then ending[2] = out end
+  redis.call('PUBLISH', 'jobs:done', id .. ' ' .. cjson.encode(ending))
 end
 """
 )

@@ -65,8 +65,8 @@ def _owned(svc: Services, job_id: str) -> JobRecord:
     return record
 
 
-def _owned_view(svc: Services, job_id: str) -> tuple[JobRecord, dict[str, Any]]:
-    record, outputs = svc.store.get_with_outputs(job_id, svc.settings.inline_limit)
+def _owned_view(svc: Services, job_id: str, announced: str | None = None) -> tuple[JobRecord, dict[str, Any]]:
+    record, outputs = svc.store.get_with_outputs(job_id, svc.settings.inline_limit, announced)
     if record is None or record.owner != current_owner():
         raise UnknownJob("No job with this id exists for this API key.")
     return record, job_view(record, outputs)
@@ -93,7 +93,7 @@ def _poll(svc: Services, job_id: str, wait: float | None, accepted_status: int) 
         record, view = _owned_view(svc, job_id)
         if watch is not None and wait and not record.terminal:
             watch.wait(wait, lambda: svc.store.ended(job_id))
-            record, view = _owned_view(svc, job_id)
+            record, view = _owned_view(svc, job_id, watch.ending)
     return _respond(job_id, record, view, wait, accepted_status)
 
 
@@ -135,7 +135,7 @@ def _answer_accepted(svc: Services, accepted: Accepted, watch: Watch | None, wai
     if watch is not None and wait:
         try:
             watch.wait(wait, lambda: svc.store.ended(record.id))
-            record, view = _owned_view(svc, record.id)
+            record, view = _owned_view(svc, record.id, watch.ending)
         except redis.RedisError:
             pass
     return _respond(record.id, record, view, wait, 202)

@@ -12,8 +12,10 @@ import redis
 import requests
 
 from api.waiter import RECHECK_S
+from shared.store import DONE_CHANNEL, FinishedChunk, JobStore, NewJob, new_job_id
+from shared.store_scripts import ANNOUNCED_OUTPUT_BYTES
 from tests.integration.conftest import OTHER_KEY, Api, error_of
-from tools.stack import free_port
+from tools.stack import free_port, wait_until
 
 IRIS_RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 IRIS_ROW = [6.2, 2.9, 4.3, 1.3]
@@ -257,3 +259,54 @@ def test_jobs_run_after_redis_forgets_the_job_stores_scripts(api: Api, clean_red
         done = api.wait_job(job["id"])
         assert done["status"] == "succeeded"
         assert done["outputs"][0]["label"] == "setosa"
+
+
+def _announced_end(store: JobStore, clean_redis: redis.Redis, outputs: bytes, count: int) -> tuple[str, str]:
+    """Run a one-chunk job to its end in the store; return its id and the end its announcement carried."""
+    listener = clean_redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(DONE_CHANNEL)
+    job = NewJob(id=new_job_id(), owner="owner", model="iris", version="1.0.0", total=count, chunks=1)
+    store.create(job)
+    store.claim([(job.id, "iris")])
+    store.finish_chunks([FinishedChunk(job.id, 0, outputs, count, 0.5)])
+    heard: list[dict[str, Any]] = []
+
+    def announced() -> bool:
+        message = listener.get_message(timeout=0.2)
+        if message is not None:
+            heard.append(message)
+        return bool(heard)
+
+    wait_until(announced, 10, "the job's end announced")
+    job_id, _, ending = str(heard[0]["data"]).partition(" ")
+    assert job_id == job.id
+    return job.id, ending
+
+
+def test_a_long_polls_answer_comes_from_the_announced_end_without_reading_redis_again(
+    store: JobStore, clean_redis: redis.Redis
+) -> None:
+    """The end's announcement carries the record and short outputs: read as Redis would answer them."""
+    job_id, ending = _announced_end(store, clean_redis, b'{"label":"setosa"}\n{"label":"virginica"}\n', 2)
+    read = store.get_with_outputs(job_id, 1_000)
+    for key in clean_redis.keys(f"job:{job_id}*"):  # from now on only the announcement knows the job
+        clean_redis.delete(key)
+    assert store.get_with_outputs(job_id, 1_000, ending) == read
+    assert read[0] is not None
+    assert read[0].status == "succeeded"
+    assert read[1] == [{"label": "setosa"}, {"label": "virginica"}]
+    assert store.get_with_outputs(job_id, 1, ending) == (read[0], None)  # over the inline limit: no outputs
+
+
+def test_outputs_too_long_to_announce_are_read_from_redis(store: JobStore, clean_redis: redis.Redis) -> None:
+    """A one-chunk job whose outputs pass the announcement's size is answered from Redis, outputs whole."""
+    lines = b"".join(b'{"value":%d}\n' % i for i in range(2_000))
+    assert len(lines) > ANNOUNCED_OUTPUT_BYTES
+    job_id, ending = _announced_end(store, clean_redis, lines, 2_000)
+    record, outputs = store.get_with_outputs(job_id, 5_000, ending)
+    assert record is not None
+    assert outputs is not None
+    assert [o["value"] for o in outputs] == list(range(2_000))
+    for key in clean_redis.keys(f"job:{job_id}*"):
+        clean_redis.delete(key)
+    assert store.get_with_outputs(job_id, 5_000, ending) == (None, None)  # it did read Redis
