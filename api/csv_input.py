@@ -53,6 +53,13 @@ class Digest(Protocol):
         """Take in the next bytes."""
 
 
+class _Undigested:
+    """A digest that takes nothing in, for a body no Idempotency-Key will ever compare."""
+
+    def update(self, data: bytes, /) -> None:
+        """Take nothing in."""
+
+
 def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -259,9 +266,13 @@ def _text_tables(blocks: Iterator[bytes], max_records: int) -> Iterator[list[Any
 
 
 def csv_chunks(
-    stream: Readable, manifest: Manifest, chunk_rows: int, max_records: int, digest: Digest
+    stream: Readable, manifest: Manifest, chunk_rows: int, max_records: int, digest: Digest | None = None
 ) -> Iterator[Records]:
-    """Yield a CSV body's records in feature order, chunk by chunk, raising at the first bad row."""
+    """Yield a CSV body's records in feature order, chunk by chunk, raising at the first bad row.
+
+    The body's bytes go into the digest as they are read, when one is given.
+    """
+    digest = _Undigested() if digest is None else digest
     header, ahead = _split_header(stream, digest, manifest)
     columns = _header(_without_bom(header), manifest)
     blocks = _blocks(stream, digest, ahead)

@@ -100,7 +100,8 @@ def accept_csv(
     if hook is not None:
         digest.update(hook.encode() + b"\0")  # the same rows sent with another webhook are another job
     limits = svc.settings
-    batches = csv_chunks(body, manifest, limits.chunk_size, limits.max_records, digest)
+    # Without an Idempotency-Key the digest is never compared, so the body is not hashed.
+    batches = csv_chunks(body, manifest, limits.chunk_size, limits.max_records, digest if key else None)
     # The digest is complete only once the whole body was read, so the key is hashed after it.
     sub = Submission(owner, manifest, job_id, webhook=hook)
     return accept_stream(svc, sub, batches, lambda: idempotency(key, digest))
