@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.registry import Registry
-from worker.runtimes.base import PROBABILITY_DIGITS, ndjson
+from worker.runtimes.base import PROBABILITY_DIGITS, _few_probability_lines, _probability_lines, ndjson
 
 # Probabilities a model gives, and the values that test rounding: halves of the last digit, the
 # smallest digit, exact ends, and numbers whose float32 is just off a decimal.
@@ -38,7 +39,7 @@ def _read(lines: bytes) -> list[Any]:
 @settings(max_examples=300, deadline=None)
 @given(
     labels=st.lists(LABEL, min_size=2, max_size=5, unique=True),
-    rows=st.integers(1, 40),
+    rows=st.integers(1, 120),  # a few rows are written a line at a time, more by array operations
     dtype=st.sampled_from([np.float32, np.float64]),
     data=st.data(),
 )
@@ -63,12 +64,26 @@ def test_scores_that_are_no_probabilities_are_written_line_by_line_alike(registr
     assert lines[2]["probabilities"] == {"setosa": None, "versicolor": 0.0, "virginica": 1.0}
 
 
-def test_probability_text_is_plain_decimal_without_trailing_zeros(registry: Registry) -> None:
+@pytest.mark.parametrize("copies", [1, 100])  # three rows a line at a time; 300 by array operations
+def test_probability_text_is_plain_decimal_without_trailing_zeros(registry: Registry, copies: int) -> None:
     """0.000001 rather than 1e-06, 0.25 rather than 0.250000, 1.0 and 0.0 for the ends."""
     manifest = registry.get("breast-cancer")
-    lines = ndjson(manifest, np.asarray([[1e-6, 0.999999], [0.25, 0.75], [1.0, 0.0]], dtype=np.float32))
-    assert lines.split(b"\n")[:3] == [
+    scores = np.asarray([[1e-6, 0.999999], [0.25, 0.75], [1.0, 0.0]] * copies, dtype=np.float32)
+    lines = ndjson(manifest, scores)
+    assert lines.split(b"\n")[-4:-1] == [
         b'{"label":"malignant","probabilities":{"benign":0.000001,"malignant":0.999999}}',
         b'{"label":"malignant","probabilities":{"benign":0.25,"malignant":0.75}}',
         b'{"label":"benign","probabilities":{"benign":1.0,"malignant":0.0}}',
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=st.lists(LABEL, min_size=2, max_size=4, unique=True), rows=st.integers(1, 60), data=st.data())
+def test_a_few_rows_are_written_byte_for_byte_as_many_rows_are(
+    labels: list[str], rows: int, data: st.DataObject
+) -> None:
+    """The line-at-a-time writer of a few rows and the array writer give the same bytes."""
+    values = st.one_of(st.sampled_from(EDGES), st.floats(0, 1))
+    scores = data.draw(hnp.arrays(np.float64, (rows, len(labels)), elements=values))
+    rounded = np.round(scores, PROBABILITY_DIGITS)
+    assert _few_probability_lines(labels, rounded) == _probability_lines(labels, rounded)

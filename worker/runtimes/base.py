@@ -15,6 +15,7 @@ PROBABILITY_DIGITS = 6
 _SCALE = 10**PROBABILITY_DIGITS
 _PLACES = (10 ** np.arange(PROBABILITY_DIGITS - 1, -1, -1)).astype(np.int32)
 _FRACTION_WIDTH = PROBABILITY_DIGITS + 2  # "0." and the digits
+_ARRAY_WRITER_ROWS = 48
 Scores = npt.NDArray[np.floating[Any]]
 
 
@@ -52,9 +53,13 @@ def ndjson(manifest: Manifest, scores: Scores) -> bytes:
     values: npt.NDArray[np.float64] = np.asarray(scores, dtype=np.float64).round(PROBABILITY_DIGITS)
     values = values.reshape(len(values), -1)
     labels = manifest.labels or []
-    # Probabilities (a NaN fails both comparisons) are written at once; anything else a line at a time.
+    # Probabilities (a NaN fails both comparisons) of many rows are written at once by array
+    # operations, of a few rows a line at a time (the arrays' fixed cost: 82 us for one row against
+    # 5, even at about 48 rows), the same text either way; anything else a line at a time.
     probabilities = manifest.task != "regression" and len(labels) == values.shape[1] and values.size > 0
     if probabilities and values.min() >= 0 and values.max() <= 1:
+        if len(values) < _ARRAY_WRITER_ROWS:
+            return _few_probability_lines(labels, values)
         return _probability_lines(labels, values)
     rows = values.tolist()
     # repr() of a float is JSON unless it is nan or inf; orjson writes those as null.
@@ -72,6 +77,24 @@ def ndjson(manifest: Manifest, scores: Scores) -> bytes:
     names = [orjson.dumps(label).decode() for label in labels]
     line = '{"label":%s,"probabilities":{' + ",".join(f"{n}:%r" for n in names) + "}}\n"
     return "".join(line % (names[w], *row) for w, row in zip(winners, rows, strict=True)).encode()
+
+
+def _few_probability_lines(labels: list[str], values: npt.NDArray[np.float64]) -> bytes:
+    """Return the NDJSON lines of rounded probabilities in [0, 1] as _probability_lines writes them."""
+    names = [orjson.dumps(label).decode() for label in labels]
+    heads = ['{"label":' + name + ',"probabilities":{' for name in names]
+    keys = [name + ":" for name in names]
+    lines = [
+        heads[winner] + ",".join(key + _decimal(value) for key, value in zip(keys, row, strict=True)) + "}}\n"
+        for winner, row in zip(values.argmax(axis=1).tolist(), values.tolist(), strict=True)
+    ]
+    return "".join(lines).encode()
+
+
+def _decimal(value: float) -> str:
+    """Return a rounded probability as plain decimal digits without trailing zeros: 0.25, 1.0, 0.000001."""
+    text = f"{value:.{PROBABILITY_DIGITS}f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _probability_lines(labels: list[str], values: npt.NDArray[np.float64]) -> bytes:
