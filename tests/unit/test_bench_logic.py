@@ -243,3 +243,36 @@ def test_a_rollout_that_failed_or_lost_a_job_fails_the_run() -> None:
     assert "1.1.0 first served 3.5 s after its upload began  p99 10.0 ms before, 12.0 ms" in table(document)
     assert ratio(12.0, 10.0) == 1.2
     assert ratio(None, 10.0) is None
+
+
+def test_a_bulk_body_over_the_shipped_limit_is_sent_gzip_compressed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """W3 sends its CSV as it is while the shipped limit takes it, compressed past it (as a user must)."""
+    import gzip
+
+    from bench import bulk
+
+    body = b"a,b\n" + b"1.5,2.5\n" * 1000
+    assert bulk._encoding(body) == {"Content_Type": "text/csv"}
+    assert bulk._encoded(body) is body
+    monkeypatch.setattr(bulk, "BULK_LIMIT", len(body) - 1)
+    assert bulk._encoding(body) == {"Content_Type": "text/csv", "Content_Encoding": "gzip"}
+    assert gzip.decompress(bulk._encoded(body)) == body
+
+
+def test_the_apis_memory_peaks_are_kept_by_phase_with_the_uploads_growth() -> None:
+    """Each phase keeps the largest resident memory read in it; the growth is the upload's over before."""
+    import os
+
+    from bench import bulk
+
+    peaks = bulk._RssPeaks([os.getpid()])
+    peaks.sample()
+    peaks.phase = "upload_and_accept"
+    held = b"\1" * (64 * 1024 * 1024)  # every page written, so resident
+    peaks.sample()
+    del held
+    figures = peaks.figures()
+    assert figures["before"] > 0
+    growth = figures["upload_and_accept"] - figures["before"]
+    assert figures["upload_growth"] == pytest.approx(growth, abs=0.11)
+    assert figures["upload_growth"] >= 60
