@@ -3,12 +3,17 @@
 A file's tests stay in one process, so a module's stack (or a session fixture the file needs) starts
 once. Files that share a costly session fixture go to the same process. Each file's time in the last
 run (pytest's cache, written by the controller) decides the order: the longest start first, so no
-process is left alone with a long file at the end.
+process is left alone with a long file at the end. A test marked `quiet` (a bound in fractions of a
+second that a busy machine could break) runs while no other process runs a test.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +87,40 @@ def pytest_configure(config: pytest.Config) -> None:
     """Time the files in the process that sees every report: the controller, or the only process."""
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_Clock(), "tests-file-clock")
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: int) -> Iterator[None]:
+    """Hold an flock on the file (shared or exclusive) while the block runs."""
+    with path.open("a") as file:
+        fcntl.flock(file, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _turn(item: pytest.Item) -> Iterator[None]:
+    """Run a test beside others, or, marked quiet, alone: the others' current tests end, none starts.
+
+    Every test holds the run's lock shared; a quiet one holds it alone. Whoever takes it passes the
+    gate first, which a quiet test keeps closed while it waits, so the others cannot starve it.
+    """
+    factory = getattr(item.config, "_tmp_path_factory", None)
+    if not hasattr(item.config, "workerinput") or factory is None:
+        yield  # one process: nothing runs beside the test
+        return
+    shared = factory.getbasetemp().parent  # each process's base folder is in the run's one
+    mode = fcntl.LOCK_EX if item.get_closest_marker("quiet") else fcntl.LOCK_SH
+    with contextlib.ExitStack() as held:
+        with _locked(shared / "tests-gate.lock", fcntl.LOCK_EX):
+            held.enter_context(_locked(shared / "tests-running.lock", mode))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """Run each test's setup, call and teardown in its turn (tests/scheduling.py's quiet tests)."""
+    with _turn(item):
+        return (yield)

@@ -72,6 +72,7 @@ def lone_api(lone_stack: Stack, clean_redis: redis.Redis) -> Api:
     return Api(lone_stack.urls["api"])
 
 
+@pytest.mark.quiet  # its bound on /healthz is half a second: no other test loads the machine meanwhile
 @pytest.mark.parametrize("what", list(HEAVY))
 def test_the_process_answers_healthz_while_it_takes_a_heavy_request(lone_api: Api, what: str) -> None:
     """While one process parses and validates a large body, its /healthz answers within half a second."""
