@@ -432,6 +432,11 @@ def test_compose_has_an_optional_monitoring_profile_and_every_api_counts_across_
     assert {name for name, service in services.items() if "profiles" not in service} == {
         "redis", "worker", "api", "flower",
     }  # fmt: skip
+    # Compose fills in every service's variables, profile or not: a profile may require none of its own
+    # (a shell's "$${VAR:?}", which compose leaves alone, is checked when the container starts).
+    required = {name: set(re.findall(r"(?<!\$)\$\{(\w+):\?", json.dumps(s))) for name, s in services.items()}
+    always = set().union(*(required[name] for name, s in services.items() if "profiles" not in s))
+    assert all(required[name] <= always for name, s in services.items() if "profiles" in s), required
     assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith(
         CONTAINER_TMP
     )  # on its tmpfs
