@@ -56,7 +56,7 @@ IRIS_ROWS = "5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n"
 # Each bulk job is split into chunks of 5,000 records, one message each: eight jobs of 100,000
 # records queue 160 messages, several seconds of work for three single-process workers.
 IN_FLIGHT_JOBS = 8
-IN_FLIGHT_RECORDS = 100_000
+IN_FLIGHT_RECORDS = 200_000
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}
 
 pytestmark = [
@@ -502,7 +502,10 @@ def test_scaling_down_with_jobs_in_flight_loses_none(
     stack: Project, three_workers: list[str], measured: list[str]
 ) -> None:
     """Two of three workers stopped mid-burst shut down warmly; every job still succeeds in full."""
-    jobs = [stack.submit_csv(IN_FLIGHT_RECORDS) for _ in range(IN_FLIGHT_JOBS)]
+    # Sent together, so their chunks wait together: sent one at a time, the workers finished each
+    # job's chunks before the next upload was accepted, and nothing was in flight to stop.
+    with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT_JOBS) as pool:
+        jobs = list(pool.map(stack.submit_csv, [IN_FLIGHT_RECORDS] * IN_FLIGHT_JOBS))
     waiting = stack.queue_length()
     unfinished = sum(stack.request("GET", f"/v1/jobs/{job}").json()["status"] not in TERMINAL for job in jobs)
     assert waiting > 0, "the queue was empty before the workers could be stopped"
