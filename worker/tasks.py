@@ -14,7 +14,7 @@ from shared.registry import make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
 from shared.task_messages import TaskSender
-from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage, shadow_queue
+from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
 from worker.cache import ModelCache
 from worker.drift import Watcher
 from worker.predict import run_chunks
@@ -26,12 +26,11 @@ from worker.webhooks import Deliverer
 class WorkerState:
     """What one worker process keeps: its settings, its store connection and its loaded models."""
 
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.store = JobStore(connect(settings), settings)
         self.cache = ModelCache(make_registry(settings), settings.worker_model_bytes, self.store.client)
         self.cache.load_all()
         self.watcher = Watcher(self.cache.registry, settings, self.store.client)
-        self.shadows = TaskSender(celery, shadow_queue(settings.queue_name), self.store.client)
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -40,7 +39,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     def current() -> WorkerState:
         if not state:
-            state.append(WorkerState(settings, app))
+            state.append(WorkerState(settings))
         return state[0]
 
     @app.task(name=PREDICT, bind=False)
@@ -52,7 +51,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             # Celery acknowledges a task that fails; this one must come back once Redis does.
             raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
         # Only once the answers are recorded: the shadow version predicts on its own queue.
-        send_shadows(current().shadows, messages)
+        send_shadows(app, settings.queue_name, messages)
         return ran
 
     @app.task(name=PUBLISH, bind=False)
