@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import ssl
+import struct
 import tempfile
+import termios
 import time
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
+import gevent
 import orjson
+from gevent.local import local
 from gunicorn import util  # type: ignore[import-untyped]  # gunicorn ships no type information
 from gunicorn.http import errors  # type: ignore[import-untyped]
 from gunicorn.http.wsgi import Response, default_environ  # type: ignore[import-untyped]
@@ -54,6 +59,10 @@ _INVALID_REQUESTS: tuple[tuple[type[BaseException], int, str], ...] = (
 # a close with unread bytes makes the kernel reset the connection, which can destroy the answer.
 _LINGER_S = 2.0
 _LINGER_BYTES = 1 << 20
+# How long a new connection may take to send its request's head. gunicorn waits only its keep-alive
+# (2 s) for it, so a client that connects and is slow to send, or one of a burst of hundreds, was
+# closed without an answer; later requests on the connection keep gunicorn's 2 s.
+_FIRST_REQUEST_S = 10.0
 
 
 def on_starting(server: Any) -> None:
@@ -130,8 +139,67 @@ def _send_and_linger(client: socket.socket, data: bytes) -> None:
         return  # the client went away or stalled: nobody is left to answer
 
 
+def _bytes_waiting(client: socket.socket) -> bool:
+    try:
+        waiting = fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False  # closed meanwhile: nothing left to read
+    return bool(struct.unpack("i", waiting)[0])
+
+
+class _Idle(BaseException):
+    """Raised into a connection's greenlet when no request came in time; like gevent.Timeout, no Exception."""
+
+
+class _RequestWait:
+    """Bound the wait for a request's head, yet never close a connection whose request has arrived.
+
+    gevent's own timeout fires as soon as its timer is due: when the process was busy (a burst), the
+    timer and the arrived request fall due together and the timer won, closing the connection unanswered.
+    """
+
+    def __init__(self, client: socket.socket, seconds: float) -> None:
+        self._client = client
+        self._seconds = seconds
+        self._idle = _Idle()
+        self._greenlet = gevent.getcurrent()
+        self._timer: Any = None
+
+    def __enter__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._timer = gevent.get_hub().loop.timer(self._seconds)
+        self._timer.start(self._expire)
+
+    def _expire(self) -> None:
+        self._timer.close()
+        if _bytes_waiting(self._client):
+            self._start()  # the request is there: the greenlet reads it when the process gets to it
+        else:
+            self._greenlet.throw(self._idle)
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> bool:
+        self._timer.close()
+        return exc is self._idle  # gunicorn then finds no request and closes the connection
+
+
 class JsonErrorWorker(GeventWorker):  # type: ignore[misc]  # subclassing an untyped class
     """gunicorn's gevent worker, answering what it refuses outside the app with the API's error body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connection = local()
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        """Serve one connection, remembering it for the waits for its requests."""
+        self._connection.client, self._connection.first = client, True
+        super().handle(listener, client, addr)
+
+    def timeout_ctx(self) -> _RequestWait:
+        """Wait for the connection's next request: longer for its first, and never past one that arrived."""
+        first, self._connection.first = self._connection.first, False
+        return _RequestWait(self._connection.client, _FIRST_REQUEST_S if first else self.cfg.keepalive)
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         """Log the error and answer it with the API's JSON error body, then close the connection."""

@@ -16,8 +16,10 @@ import requests
 from tests.integration.conftest import KEY, Api
 from tools.stack import Stack, free_port
 
-# A liveness probe that waits longer than this would, under load, take the process for dead.
-MAX_PROBE_S = 0.5
+# The longest /healthz may wait: a third of the liveness probe's 3 s timeout (deploy/k8s/api.yaml). What
+# still holds the interpreter is one C call at a time (orjson parsing a 5 MB body: 0.15 s here, 0.25 s
+# at worst alone), which a loaded CI machine stretched past the half second this bound once was.
+MAX_PROBE_S = 1.0
 
 HEAVY: dict[str, tuple[str, str, Callable[[], bytes]]] = {
     "400,000 tiny JSON text records": (
@@ -72,10 +74,10 @@ def lone_api(lone_stack: Stack, clean_redis: redis.Redis) -> Api:
     return Api(lone_stack.urls["api"])
 
 
-@pytest.mark.quiet  # its bound on /healthz is half a second: no other test loads the machine meanwhile
+@pytest.mark.quiet  # its bound on /healthz is a second: no other test loads the machine meanwhile
 @pytest.mark.parametrize("what", list(HEAVY))
 def test_the_process_answers_healthz_while_it_takes_a_heavy_request(lone_api: Api, what: str) -> None:
-    """While one process parses and validates a large body, its /healthz answers within half a second."""
+    """While one process parses and validates a large body, its /healthz answers within a second."""
     model, content_type, make = HEAVY[what]
     body = make()
     probes: list[float] = []

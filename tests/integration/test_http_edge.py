@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import signal
 import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from tests.integration.conftest import Api
+from tools.stack import Stack, free_port
 
 # gunicorn's limits the API ships (api/server.py): one header line, and the request line.
 HEADER_LINE_MAX = 8190
 KEY_MAX = HEADER_LINE_MAX - len("Authorization: Bearer \r\n")
 REQUEST_LINE_MAX = 4094
+KEEPALIVE_S = 2  # gunicorn's wait for a connection's next request, which the API keeps
 
 
 def _raw(base: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -99,3 +107,48 @@ def test_invented_methods_add_no_metric_series(api: Api) -> None:
     assert len(text.encode()) - before < 4096
     assert "INVENTED" not in text
     assert 'infer_http_requests_total{method="other",route="unmatched",status="404"} 200.0' in text
+
+
+def _connection(base: str) -> http.client.HTTPConnection:
+    url = urlsplit(base)
+    return http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+
+
+def test_a_request_sent_seconds_after_its_connection_opened_is_answered(api: Api) -> None:
+    """A client slow to send its first request (past gunicorn's keep-alive wait) still gets its answer."""
+    conn = _connection(api.base)
+    conn.connect()
+    time.sleep(KEEPALIVE_S + 1)  # the slow client itself: what is tested is what the server does meanwhile
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_wait(api: Api) -> None:
+    """A connection left idle after its answer is closed within the keep-alive wait, freeing its place."""
+    conn = _connection(api.base)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read()
+    assert conn.sock is not None
+    conn.sock.settimeout(KEEPALIVE_S * 5)
+    started = time.monotonic()
+    assert conn.sock.recv(1) == b""  # closed by the server, not timed out here
+    assert time.monotonic() - started < KEEPALIVE_S * 5
+
+
+def test_a_request_that_arrived_while_the_process_was_busy_past_the_keep_alive_is_answered(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """A request on a kept-alive connection that waits in the socket while the API cannot run is answered."""
+    stack = stack_factory()
+    conn = _connection(stack.start_api(free_port()))
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read()
+    master = stack.procs["api"].pid
+    (worker,) = (int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split())
+    os.kill(worker, signal.SIGSTOP)  # what a burst does to the process, made certain
+    try:
+        conn.request("GET", "/healthz")
+        time.sleep(KEEPALIVE_S + 1)  # the keep-alive wait falls due while the request waits to be read
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert conn.getresponse().status == 200
