@@ -18,7 +18,7 @@ import orjson
 import redis
 from celery import Celery
 
-from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
+from shared.tasks import PREDICT, PUBLISH, SHADOW, ChunkMessage, PublishMessage, ShadowMessage
 
 
 class TaskSender:
@@ -42,6 +42,10 @@ class TaskSender:
     def publish(self, message: PublishMessage) -> None:
         """Send a publish job's one task message."""
         self._client.lpush(self._queue, self.encode(PUBLISH, [message]))
+
+    def shadows(self, messages: Sequence[ShadowMessage]) -> None:
+        """Send one task message carrying records a shadow version predicts too."""
+        self._client.lpush(self._queue, self.encode(SHADOW, [list(messages)]))
 
     def _predict(self, messages: Sequence[ChunkMessage]) -> bytes:
         # What Flower shows as the task's arguments (and searches): the job ids, never cut short,

@@ -21,6 +21,7 @@ from shared.registry import Manifest
 from shared.routing import count_comparisons
 from shared.settings import Settings
 from shared.store import JobStore
+from shared.task_messages import TaskSender
 from shared.tasks import SHADOW, ChunkMessage, ShadowMessage, shadow_queue
 from worker.cache import ModelCache
 from worker.runtimes.base import outputs
@@ -46,7 +47,7 @@ def register_shadow_task(
         return run_shadows(store, cache, messages)
 
 
-def send_shadows(celery: Celery, queue: str, messages: Sequence[ChunkMessage]) -> int:
+def send_shadows(sender: TaskSender, messages: Sequence[ChunkMessage]) -> int:
     """Send one shadow message with every answered chunk that names a shadow version; return how many."""
     shadowed = [
         ShadowMessage(
@@ -63,7 +64,7 @@ def send_shadows(celery: Celery, queue: str, messages: Sequence[ChunkMessage]) -
     if not shadowed:
         return 0
     try:
-        celery.send_task(SHADOW, args=[shadowed], queue=shadow_queue(queue), retry=False)
+        sender.shadows(shadowed)
     except Exception:  # shadow work is side work: never let it fail the job's own task
         log.exception("could not send %d shadow prediction(s)", len(shadowed))
         return 0

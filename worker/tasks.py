@@ -14,7 +14,7 @@ from shared.registry import make_registry
 from shared.settings import Settings
 from shared.store import JobStore, connect
 from shared.task_messages import TaskSender
-from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage
+from shared.tasks import PREDICT, PUBLISH, ChunkMessage, PublishMessage, shadow_queue
 from worker.cache import ModelCache
 from worker.drift import Watcher
 from worker.predict import run_chunks
@@ -26,11 +26,12 @@ from worker.webhooks import Deliverer
 class WorkerState:
     """What one worker process keeps: its settings, its store connection and its loaded models."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, celery: Celery) -> None:
         self.store = JobStore(connect(settings), settings)
         self.cache = ModelCache(make_registry(settings), settings.worker_model_bytes, self.store.client)
         self.cache.load_all()
         self.watcher = Watcher(self.cache.registry, settings, self.store.client)
+        self.shadows = TaskSender(celery, shadow_queue(settings.queue_name), self.store.client)
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -39,7 +40,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     def current() -> WorkerState:
         if not state:
-            state.append(WorkerState(settings))
+            state.append(WorkerState(settings, app))
         return state[0]
 
     @app.task(name=PREDICT, bind=False)
@@ -51,7 +52,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             # Celery acknowledges a task that fails; this one must come back once Redis does.
             raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
         # Only once the answers are recorded: the shadow version predicts on its own queue.
-        send_shadows(app, settings.queue_name, messages)
+        send_shadows(current().shadows, messages)
         return ran
 
     @app.task(name=PUBLISH, bind=False)
