@@ -56,9 +56,10 @@ class TaskSender:
         """Return the JSON envelope kombu's Redis transport would push for send_task(task, args)."""
         task_id = str(uuid.uuid4())
         # ignore_result None, not False, as send_task leaves it when not told (the app's default rules);
-        # celery-types declares it bool.
+        # args a list, as send_task passes them, so Flower shows the same argsrepr; celery-types
+        # declares ignore_result bool and args a tuple.
         message = self._amqp.as_task_v2(
-            task_id, task, args=tuple(args), argsrepr=argsrepr, reply_to=self._reply_to,
+            task_id, task, args=list(args), argsrepr=argsrepr, reply_to=self._reply_to,  # type: ignore[arg-type]
             ignore_result=None,  # type: ignore[arg-type]
         )  # fmt: skip
         # orjson writes the JSON kombu's serializer writes, without its spaces, at a fraction of the cost.
