@@ -258,7 +258,7 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         raw = cast(dict[str, str], self.client.hgetall(f"job:{job_id}"))
-        return _record(job_id, raw) if raw else None
+        return self._replicated(_record(job_id, raw)) if raw else None
 
     def get_with_outputs(
         self, job_id: str, inline_limit: int, announced: str | None = None
@@ -275,14 +275,26 @@ class JobStore:
             raw = dict(zip(fields[::2], fields[1::2], strict=True))
             found = self._with_outputs(job_id, raw, outputs[0] if outputs else None, inline_limit)
             if found is not None:
-                return found
+                return self._replicated(found[0]), found[1]
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(f"job:{job_id}")
         pipe.hget(f"job:{job_id}:out", "0")  # a small job's one chunk comes in the same round trip
         raw, first = pipe.execute()
         if not raw:
             return None, None
-        return self._with_outputs(job_id, raw, first or "", inline_limit) or (None, None)
+        record, outputs = self._with_outputs(job_id, raw, first or "", inline_limit) or (None, None)
+        return (self._replicated(record) if record else None), outputs
+
+    def _replicated(self, record: JobRecord) -> JobRecord:
+        """Return the record once an ended job's end reached the replicas (Sentinel), or their wait ran out.
+
+        Replication is asynchronous: an end read from the master just before it dies may be missing
+        on the replica promoted, where the job then runs again; shown only once replicated, an end
+        a client saw never changes. With no replica to wait for this costs nothing.
+        """
+        if record.terminal and self.replicas.replicas > 0:
+            self.replicas.confirm(f"job:{record.id}")  # no replica in time: the master's answer stands
+        return record
 
     def _with_outputs(
         self, job_id: str, raw: Mapping[str, str], first: str | None, inline_limit: int
@@ -309,7 +321,11 @@ class JobStore:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(f"job:{job_id}")
-        return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+        records = [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+        ended = [r for r in records if r is not None and r.terminal]
+        if ended:
+            self._replicated(ended[-1])  # WAIT covers every earlier write: one for the whole page
+        return records
 
     def claim(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
         """Mark (job id, model) pairs running unless ended or past deadline; return each status."""
