@@ -126,6 +126,9 @@ def test_sequences_along_the_links_find_no_failure(fuzzed_api: str) -> None:
             phases=[Phase.generate],
             deadline=None,
             database=None,
+            # The same scenarios every run: drawn at random, a run could (CI, once) choose the submit
+            # only twice, both refused, so no link had a job to follow and the test failed by chance.
+            derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
     )
