@@ -109,9 +109,9 @@ def test_sequences_along_the_links_find_no_failure(fuzzed_api: str) -> None:
                     case.path_parameters["name"] = "iris"
                     case.body = {**case.body, "inputs": [IRIS_ROW]}
                     case.body.pop("version", None)
-                    # Answered once the job ended, so the linked calls that follow (cancel: 409,
-                    # outputs: 200) answer the same whenever the scenario is replayed: which links a
-                    # scenario can take must not depend on how fast the worker was.
+                    # Answered once the job ended (this API caps a wait at 0.2 s, ample for one
+                    # record), so the linked calls that follow (cancel: 409, outputs: 200) answer the
+                    # same whenever the scenario is replayed, whatever the worker's speed.
                     case.query = {**(case.query or {}), "wait": "30"}
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:

@@ -129,10 +129,8 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_wait(api: Api) -> Non
     conn.request("GET", "/healthz")
     assert conn.getresponse().read()
     assert conn.sock is not None
-    conn.sock.settimeout(KEEPALIVE_S * 5)
-    started = time.monotonic()
-    assert conn.sock.recv(1) == b""  # closed by the server, not timed out here
-    assert time.monotonic() - started < KEEPALIVE_S * 5
+    conn.sock.settimeout(KEEPALIVE_S * 5)  # past it, recv raises and the test fails
+    assert conn.sock.recv(1) == b""  # closed by the server
 
 
 def test_a_request_that_arrived_while_the_process_was_busy_past_the_keep_alive_is_answered(
