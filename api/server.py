@@ -100,26 +100,37 @@ def _answer(exc: BaseException, cfg: Any) -> tuple[int, dict[str, Any]]:
             f"Send shorter headers: each line is at most {cfg.limit_request_field_size} bytes and at most "
             f"{cfg.limit_request_fields} are read, so an API key is at most {key_max} characters."
         )
-        return 431, _body("header_too_large", message, exc)
+        return 431, _body("header_too_large", message, exc, "headers")
     if isinstance(exc, errors.LimitRequestLine):
         message = (
             f"Send a shorter request line: method, path, query and version take at most "
             f"{cfg.limit_request_line} bytes."
         )
-        return 414, _body("uri_too_long", message, exc)
+        return 414, _body("uri_too_long", message, exc, "request line")
     if isinstance(exc, errors.ForbiddenProxyRequest):
-        return 403, _body("forbidden", "This address may not tell the server who the client is.", exc)
+        message = "This address may not tell the server who the client is."
+        return 403, _body("forbidden", message, exc, "X-Forwarded-For")
     if isinstance(exc, errors.ConfigurationProblem):
         return 500, _body("internal", "The server is misconfigured for this request.")
     for kind, status, message in _INVALID_REQUESTS:
         if isinstance(exc, kind):
-            return status, _body("invalid_request", message, exc)
+            return status, _body("invalid_request", message, exc, "request")
     return 500, _body("internal", "An unexpected error occurred.")
 
 
-def _body(code: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
-    details = [{"reason": str(exc)[:200]}] if exc is not None else []
-    return {"error": {"code": code, "message": message, "details": details}}
+def _body(
+    code: str, message: str, exc: BaseException | None = None, field: str | None = None
+) -> dict[str, Any]:
+    """Return the API's error body (api/contract.py's Error) for a request the HTTP server refused."""
+    # Imported when a worker answers, not with this module: gunicorn's master reads it as its settings
+    # before prometheus_client's folder is set (see _MULTIPROC), and the contract imports the app.
+    from api.contract import Error, ErrorDetail, ErrorInfo
+    from shared.errors import ErrorCode
+
+    details = [ErrorDetail(field=field, reason=str(exc)[:200])] if exc is not None else []
+    return Error(error=ErrorInfo(code=ErrorCode(code), message=message, details=details)).model_dump(
+        mode="json"
+    )
 
 
 def _send_and_linger(client: socket.socket, data: bytes) -> None:
