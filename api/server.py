@@ -23,6 +23,8 @@ from gunicorn.http import errors  # type: ignore[import-untyped]
 from gunicorn.http.wsgi import Response, default_environ  # type: ignore[import-untyped]
 from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
 
+from shared.errors import ErrorCode
+
 # gunicorn takes each module-level name that is one of its settings as that setting.
 worker_class = "api.server.JsonErrorWorker"
 # Greenlets are cheap; a per-key cap on open requests keeps one key from holding them all.
@@ -93,44 +95,42 @@ def on_exit(server: Any) -> None:
 
 def _answer(exc: BaseException, cfg: Any) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):
-        return 500, _body("internal", "An unexpected error occurred.")  # the app's fault, not the client's
+        # The app's fault, not the client's.
+        return 500, _body(ErrorCode.INTERNAL, "An unexpected error occurred.")
     if isinstance(exc, errors.LimitRequestHeaders):
         key_max = cfg.limit_request_field_size - len("Authorization: Bearer \r\n")
         message = (
             f"Send shorter headers: each line is at most {cfg.limit_request_field_size} bytes and at most "
             f"{cfg.limit_request_fields} are read, so an API key is at most {key_max} characters."
         )
-        return 431, _body("header_too_large", message, exc, "headers")
+        return 431, _body(ErrorCode.HEADER_TOO_LARGE, message, exc, "headers")
     if isinstance(exc, errors.LimitRequestLine):
         message = (
             f"Send a shorter request line: method, path, query and version take at most "
             f"{cfg.limit_request_line} bytes."
         )
-        return 414, _body("uri_too_long", message, exc, "request line")
+        return 414, _body(ErrorCode.URI_TOO_LONG, message, exc, "request line")
     if isinstance(exc, errors.ForbiddenProxyRequest):
         message = "This address may not tell the server who the client is."
-        return 403, _body("forbidden", message, exc, "X-Forwarded-For")
+        return 403, _body(ErrorCode.FORBIDDEN, message, exc, "X-Forwarded-For")
     if isinstance(exc, errors.ConfigurationProblem):
-        return 500, _body("internal", "The server is misconfigured for this request.")
+        return 500, _body(ErrorCode.INTERNAL, "The server is misconfigured for this request.")
     for kind, status, message in _INVALID_REQUESTS:
         if isinstance(exc, kind):
-            return status, _body("invalid_request", message, exc, "request")
-    return 500, _body("internal", "An unexpected error occurred.")
+            return status, _body(ErrorCode.INVALID_REQUEST, message, exc, "request")
+    return 500, _body(ErrorCode.INTERNAL, "An unexpected error occurred.")
 
 
 def _body(
-    code: str, message: str, exc: BaseException | None = None, field: str | None = None
+    code: ErrorCode, message: str, exc: BaseException | None = None, field: str | None = None
 ) -> dict[str, Any]:
     """Return the API's error body (api/contract.py's Error) for a request the HTTP server refused."""
     # Imported when a worker answers, not with this module: gunicorn's master reads it as its settings
     # before prometheus_client's folder is set (see _MULTIPROC), and the contract imports the app.
     from api.contract import Error, ErrorDetail, ErrorInfo
-    from shared.errors import ErrorCode
 
     details = [ErrorDetail(field=field, reason=str(exc)[:200])] if exc is not None else []
-    return Error(error=ErrorInfo(code=ErrorCode(code), message=message, details=details)).model_dump(
-        mode="json"
-    )
+    return Error(error=ErrorInfo(code=code, message=message, details=details)).model_dump(mode="json")
 
 
 def _send_and_linger(client: socket.socket, data: bytes) -> None:
