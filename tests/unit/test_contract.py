@@ -87,8 +87,9 @@ def _error_classes(base: type[ServiceError] = ServiceError) -> Iterator[type[Ser
 def test_error_codes_are_the_codes_of_the_error_classes_and_the_http_server() -> None:
     """Every code the classes and the HTTP server answer with is an ErrorCode and every ErrorCode is one."""
     classes = list(_error_classes())
-    server_codes = set(re.findall(r'_body\("([a-z_]+)"', inspect.getsource(server)))
-    assert server_codes <= set(ErrorCode)
+    server_names = set(re.findall(r"_body\(ErrorCode\.([A-Z_]+)", inspect.getsource(server)))
+    assert server_names <= set(ErrorCode.__members__), server_names
+    server_codes = {ErrorCode[name] for name in server_names}
     assert {cls.code for cls in classes} | server_codes == set(ErrorCode)
     for cls in classes:
         assert isinstance(cls.code, ErrorCode), cls
