@@ -152,9 +152,9 @@ def broker_sentinel_options(settings: Settings) -> dict[str, Any]:
     return {"master_name": settings.redis_master_name, "sentinel_kwargs": _sentinel_kwargs(settings)}
 
 
-def broker_transport(settings: Settings) -> str | None:
-    """Return the kombu transport class the broker needs beyond its URL's scheme, if any."""
-    return "shared.sentinel_transport:Transport" if sentinel_mode(settings) else None
+def broker_transport(settings: Settings) -> str:
+    """Return the kombu transport class for the broker (shared/broker_transport.py)."""
+    return f"shared.broker_transport:{'SentinelTransport' if sentinel_mode(settings) else 'Transport'}"
 
 
 class ReplicaWait:

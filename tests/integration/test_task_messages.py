@@ -83,3 +83,28 @@ def test_each_chunk_is_its_own_message_in_order(redis_url: str, clean_redis: red
     sent = [json.loads(base64.b64decode(_popped(clean_redis)["body"]))[0][0] for _ in CHUNKS]
     assert sent == [[chunk] for chunk in CHUNKS]
     assert clean_redis.llen(QUEUE) == 0
+
+
+def test_the_broker_channel_receives_and_acknowledges_with_one_client(
+    redis_url: str, clean_redis: redis.Redis
+) -> None:
+    """A message is held and acknowledged through the channel's one client, made anew with a new pool."""
+    settings = Settings(redis_url=redis_url, queue_name=QUEUE)
+    celery = make_celery(settings)
+    TaskSender(celery, QUEUE, connect(settings)).chunks(CHUNKS)
+    with celery.connection_for_read() as connection:
+        queue = connection.SimpleQueue(QUEUE, no_ack=False)
+        channel = queue.channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        message = queue.get(timeout=5)
+        tag = message.delivery_tag
+        assert clean_redis.hexists("unacked", tag)  # held, as a worker holds a message it runs
+        message.ack()
+        assert not clean_redis.hexists("unacked", tag)
+        channel._disconnect_pools()  # what kombu does after a fork: the held client goes with the pool
+        with channel.conn_or_acquire() as third:
+            assert third is not first
+            assert third.connection_pool is channel.pool
+            assert third.ping()
+        queue.close()

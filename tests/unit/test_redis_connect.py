@@ -26,7 +26,7 @@ def test_without_sentinels_the_one_redis_url_is_used_and_nothing_waits_for_repli
     settings = Settings(redis_url="redis://:pw@host:6390/2")
     assert broker_url(settings) == "redis://:pw@host:6390/2"
     assert broker_sentinel_options(settings) == {}
-    assert broker_transport(settings) is None
+    assert broker_transport(settings) == "shared.broker_transport:Transport"
     assert replicas_to_wait(settings) == 0
     assert replicas_to_wait(Settings(redis_min_replicas=2)) == 2
 
@@ -45,7 +45,7 @@ def test_sentinels_are_a_comma_list_of_host_port_and_a_job_then_waits_for_one_re
     options = broker_sentinel_options(settings)
     assert options["master_name"] == "inference"
     assert options["sentinel_kwargs"]["password"] == "sp"
-    assert broker_transport(settings) == "shared.sentinel_transport:Transport"
+    assert broker_transport(settings) == "shared.broker_transport:SentinelTransport"
 
 
 @pytest.mark.parametrize("bad", ["s1.example", "s1.example:port", ":26379"])
